@@ -1,0 +1,576 @@
+"""The `LearnDrop` callback: it orchestrates, the other modules do the work.
+
+Per `fit` call: find the units (`graph`), install the training step
+(`train_step`), and per epoch choose its mode; per evaluation score the
+units (`scoring`), grow the stem (`policy`), freeze it, and move the feature
+cache to the new cut (`stem_cache`). FLOPs come from `flops`, the record
+goes to `report.LearnDropHistory`.
+"""
+
+import inspect
+import time
+import warnings
+
+import numpy as np
+from absl import logging
+
+from keras_learndrop import flops
+from keras_learndrop import graph
+from keras_learndrop import policy as policy_lib
+from keras_learndrop import report
+from keras_learndrop import scoring
+from keras_learndrop import stem_cache
+from keras_learndrop import train_step
+from keras_learndrop.backend import keras, tf
+
+CACHE_MODES = ("auto", "off")
+
+
+class LearnDrop(keras.callbacks.Callback):
+    """Freezes the leading layers that stopped learning, and drops them.
+
+    At every evaluation (each `eval_every` epochs) each unit of the model (a
+    stretch between two cuts of its graph, see `UnitChain`) gets a change
+    score `c_u = ||w_u(k) - w_u(k-1)|| / ||w_u(k-1)||` and a continuation
+    score `s_u = c_u / max_j c_u(j)`. A unit is settled when
+    `s_u <= threshold`; the stem grows to the longest prefix of units settled
+    for `patience` evaluations in a row (after `warmup` evaluations), up to
+    `max_drop_fraction` of the units and never the output unit.
+
+    Frozen layers become non-trainable and training goes on in the same
+    `fit` call with the same optimizer state. In the next epoch the stem
+    runs forward once more while its outputs are cached ("fill"); every
+    later epoch trains the head alone on the cached features in a fresh
+    order ("replay"), so the stem costs nothing. Validation and inference
+    always run the whole model.
+
+    Put `LearnDrop` before loggers (`CSVLogger`, `TensorBoard`) in
+    `callbacks` so that they see its `logs` keys: `ld_frozen_units`,
+    `ld_frozen_layers`, `ld_epoch_mode` (0 full, 1 stem forward, 2 fill,
+    3 replay), `ld_cache_bytes`, `ld_forward_flops`, `ld_flops_saved`
+    (fraction of the baseline's forward FLOPs saved so far), and per unit
+    `ld_change_<i>` / `ld_continuation_<i>` at evaluations.
+
+    Args:
+        threshold: Float in (0, 1]. Continuation score at or below which a
+            unit counts as settled. Defaults to `0.5`.
+        patience: Integer >= 1. Evaluations in a row a unit must be settled
+            before it can be frozen. Defaults to `2`.
+        warmup: Integer >= 0. First evaluations that never freeze anything.
+            Defaults to `1`.
+        eval_every: Integer >= 1. Epochs between evaluations. Defaults to
+            `1`.
+        max_drop_fraction: Float in [0, 1). Largest fraction of the units
+            that may be frozen. Defaults to `0.75`.
+        cache: `"auto"` caches stem features whenever that is exact;
+            `"off"` always runs the frozen stem forward. Defaults to
+            `"auto"`.
+        cache_dtype: One of `"float32"`, `"float16"`, `"bfloat16"`: dtype of
+            the cached features. Defaults to `"float32"`.
+        memory_budget: Integer bytes, or `None` for half of the memory
+            available when training starts. Defaults to `None`.
+        augmented_inputs: Boolean. Declare that the input pipeline draws
+            random augmentations, so a cached view would be stale. Random
+            layers in the stem (`RandomFlip`, `Dropout`, ...) are detected
+            without it. Defaults to `False`.
+        augmented_views: Integer >= 0. With random inputs or a random stem:
+            `0` runs the stem forward every epoch (exact, slower); `K > 0`
+            caches `K` augmented views, filled in `K` epochs and replayed in
+            turn. Defaults to `0`.
+        jit_compile: Boolean or `"auto"`. XLA-compile the rebuilt steps;
+            `"auto"` tries it on a GPU (falling back when a step does not
+            compile) and skips it on a CPU. Defaults to `"auto"`.
+        restore_trainable: Boolean. Give every layer back its own
+            `trainable` flag when `fit` ends. Defaults to `True`, so that the
+            model leaves `fit` as the user built it (later `fit`/`compile`
+            calls and saved configs are unaffected); the history records
+            what was frozen.
+        keep_frozen: Boolean. For repeated `fit` calls (online training on
+            new data): start each call with the stem of the previous call
+            frozen and the scores' state kept. The feature cache is always
+            rebuilt from the new data. Defaults to `False` (each call starts
+            afresh).
+        seed: Integer or `None`. Seed of the replay order; `None` draws one
+            from NumPy's global generator (which
+            `keras.utils.set_random_seed` seeds). Defaults to `None`.
+        verbose: Integer. `1` logs one line per epoch through
+            `absl.logging`. Defaults to `0`.
+
+    Raises:
+        ValueError: for an argument out of range.
+        TypeError: for an argument of the wrong type.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, activation="relu"),
+    ...     keras.layers.Conv2D(4, 3, activation="relu"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(2, activation="softmax"),
+    ... ])
+    >>> model.compile("adam", "sparse_categorical_crossentropy")
+    >>> x = np.random.rand(32, 8, 8, 1).astype("float32")
+    >>> y = np.random.randint(0, 2, 32)
+    >>> learn_drop = LearnDrop(threshold=1.0, patience=1, warmup=0)
+    >>> _ = model.fit(x, y, epochs=3, callbacks=[learn_drop], verbose=0)
+    >>> [record.mode for record in learn_drop.history.epochs]
+    ['full', 'fill', 'replay']
+    """
+
+    def __init__(
+        self,
+        threshold=0.5,
+        patience=2,
+        warmup=1,
+        eval_every=1,
+        max_drop_fraction=0.75,
+        cache="auto",
+        cache_dtype="float32",
+        memory_budget=None,
+        augmented_inputs=False,
+        augmented_views=0,
+        jit_compile="auto",
+        restore_trainable=True,
+        keep_frozen=False,
+        seed=None,
+        verbose=0,
+    ):
+        super().__init__()
+        _check_number("threshold", threshold, 0.0, 1.0, low_open=True)
+        _check_int("patience", patience, 1)
+        _check_int("warmup", warmup, 0)
+        _check_int("eval_every", eval_every, 1)
+        _check_number(
+            "max_drop_fraction", max_drop_fraction, 0.0, 1.0, high_open=True
+        )
+        _check_choice("cache", cache, CACHE_MODES)
+        _check_choice("cache_dtype", cache_dtype, stem_cache.CACHE_DTYPES)
+        if memory_budget is not None:
+            _check_int("memory_budget", memory_budget, 0)
+        _check_bool("augmented_inputs", augmented_inputs)
+        _check_int("augmented_views", augmented_views, 0)
+        if jit_compile != "auto":
+            _check_bool("jit_compile", jit_compile, extra="or 'auto'")
+        _check_bool("restore_trainable", restore_trainable)
+        _check_bool("keep_frozen", keep_frozen)
+        if seed is not None:
+            _check_int("seed", seed, 0)
+        _check_int("verbose", verbose, 0)
+        self.threshold = threshold
+        self.patience = patience
+        self.warmup = warmup
+        self.eval_every = eval_every
+        self.max_drop_fraction = max_drop_fraction
+        self.cache = cache
+        self.cache_dtype = cache_dtype
+        self.memory_budget = memory_budget
+        self.augmented_inputs = augmented_inputs
+        self.augmented_views = augmented_views
+        self.jit_compile = jit_compile
+        self.restore_trainable = restore_trainable
+        self.keep_frozen = keep_frozen
+        self.seed = seed
+        self.verbose = verbose
+        self.history = report.LearnDropHistory()
+        self._chain = None
+        self._policy = None
+        self._function = None
+
+    # ---- the fit call -------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        _check_model(model)
+        keep = self.keep_frozen and self._chain is not None
+        if not keep or self._chain.model is not model:
+            self._start_afresh(model)
+        self._trainable = {id(layer): layer.trainable for layer in
+                           _all_layers(model)}
+        self._fit_iterator = _fit_epoch_iterator(model)
+        self._run_seed = (
+            self.seed if self.seed is not None
+            else int(np.random.randint(0, 2**31 - 1))
+        )
+        self._cache_note = self._cache_refusal()
+        self._cache = None
+        self._jit = train_step.resolve_jit_compile(self.jit_compile)
+        self._freeze(self._policy.stem_size)
+        self._check_stochastic_stem()
+        self._tracker = scoring.WeightTracker(
+            [unit.trainable_weights for unit in self._chain.units]
+        )
+        self._function = train_step.TrainFunction(model, self._store_batch)
+        self._function.step = self._step
+        model.train_function = self._function
+        self._evaluations_in_fit = 0
+
+    def _start_afresh(self, model):
+        self._chain = graph.UnitChain(model)
+        units = self._chain.units
+        unit_flops = [
+            sum(flops.node_flops(s.node) for s in unit.steps if s.node)
+            for unit in units
+        ]
+        self.history = report.LearnDropHistory(
+            [unit.name for unit in units], unit_flops
+        )
+        self._policy = policy_lib.FreezePolicy(
+            len(units),
+            threshold=self.threshold,
+            patience=self.patience,
+            warmup=self.warmup,
+            max_drop_fraction=self.max_drop_fraction,
+        )
+        self._change_history = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._extend_flops = 0
+        mode = self._epoch_mode()
+        view = indices = None
+        if mode == "replay":
+            view = self._cache.view_for_epoch(epoch)
+            indices = self._cache.index_batches(
+                epoch, self._run_seed, self.model.distribute_strategy
+            )
+            self._skip_fit_input(True)
+        self._function.begin_epoch(mode, view, indices)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        function = self._function
+        self._skip_fit_input(False)
+        if function.mode == "fill":
+            self._finish_fill()
+        self._record_epoch(epoch, function)
+        if (epoch + 1) % self.eval_every == 0:
+            self._evaluate(epoch, logs)
+        record = self.history.epochs[-1]
+        record.forward_flops += self._extend_flops
+        record.seconds = time.perf_counter() - self._epoch_start
+        self._write_logs(logs, record)
+        if self.verbose:
+            logging.info(
+                "LearnDrop epoch %d: %s, %d/%d units frozen, cache %.1f MiB, "
+                "%.1f %% of forward FLOPs saved so far",
+                epoch + 1, record.mode, self._policy.stem_size,
+                len(self._chain), record.cache_bytes / 2**20,
+                100 * self.history.flops_reduction,
+            )
+
+    def on_train_end(self, logs=None):
+        self._skip_fit_input(False)
+        if self._function is not None:
+            self._function.active = False
+        self.model.train_function = None
+        if self.restore_trainable:
+            for layer in _all_layers(self.model):
+                if id(layer) in self._trainable:
+                    layer.trainable = self._trainable[id(layer)]
+        self._cache = None
+        self._fit_iterator = None
+
+    # ---- epoch modes and the cache -------------------------------------
+
+    def _epoch_mode(self):
+        if self._policy.stem_size == 0:
+            return "full"
+        if self._cache_note is not None:
+            return "stem_forward"
+        if self._cache is not None and len(self._cache.views) >= max(
+            1, self._views_wanted()
+        ):
+            return "replay"
+        return "fill"
+
+    def _views_wanted(self):
+        return self.augmented_views if self._stochastic() else 1
+
+    def _stochastic(self):
+        stem_layers = self._chain.layers_of(0, self._policy.stem_size)
+        return self.augmented_inputs or bool(
+            stem_cache.stochastic_layers(stem_layers)
+        )
+
+    def _cache_refusal(self):
+        """Returns why features cannot be cached in this fit, or None."""
+        if self.cache == "off":
+            return "cache='off': the frozen stem runs forward every epoch"
+        epoch_iterator = self._fit_iterator
+        if epoch_iterator is None:
+            return (
+                "the input of this fit call could not be inspected, so the "
+                "stem runs forward every epoch"
+            )
+        steps = epoch_iterator.steps_per_epoch
+        adapter_batches = epoch_iterator.data_adapter.num_batches
+        if steps and steps != adapter_batches:
+            return (
+                f"steps_per_epoch={steps} does not cover the training data "
+                f"exactly once per epoch (it has {adapter_batches} batches), "
+                "so cached features would replay the same batches; the stem "
+                "runs forward every epoch. Pass a finite dataset without "
+                "`steps_per_epoch` to use the cache"
+            )
+        return None
+
+    def _refuse_cache(self, reason):
+        self._cache_note = reason
+        self._cache = None
+        self.history.note(reason)
+        warnings.warn(f"LearnDrop: {reason}.", stacklevel=2)
+
+    def _store_batch(self, features, y, sample_weight):
+        strategy = self.model.distribute_strategy
+        parts = [strategy.experimental_local_results(t) if t is not None
+                 else None for t in (features, y, sample_weight)]
+        if self._cache is None:
+            self._cache = stem_cache.StemCache(
+                self.cache_dtype,
+                self.memory_budget or stem_cache.default_memory_budget(),
+                stem_cache.default_device(),
+            )
+        expected = self._fit_iterator.num_batches
+        try:
+            for i in range(len(parts[0])):
+                self._cache.add(
+                    parts[0][i],
+                    None if parts[1] is None else parts[1][i],
+                    None if parts[2] is None else parts[2][i],
+                    expected_batches=expected,
+                    views=max(1, self._views_wanted()),
+                )
+        except stem_cache.CacheBudgetExceeded as error:
+            self._refuse_cache(f"{error}; the stem runs forward instead")
+            self._function.mode = "stem_forward"
+
+    def _finish_fill(self):
+        if self._cache is None:
+            return
+        epoch_iterator = self._fit_iterator
+        expected = epoch_iterator.num_batches
+        complete = self._function.exhausted or (
+            expected is not None and self._function.steps >= expected
+        )
+        if complete and not self.model.stop_training:
+            self._cache.finish_view()
+        else:
+            self._cache.discard_pending()
+
+    def _skip_fit_input(self, skip):
+        """Stops (or restarts) the input pipeline of `fit` for an epoch.
+
+        A replay epoch never reads `fit`'s iterator, but Keras still creates
+        it at the start of each epoch, which starts prefetching (reading and
+        decoding) batches. An empty stand-in avoids that work.
+        """
+        epoch_iterator = self._fit_iterator
+        if epoch_iterator is None:
+            return
+        if skip:
+            epoch_iterator._get_iterator = _no_input
+        else:
+            epoch_iterator.__dict__.pop("_get_iterator", None)
+
+    # ---- scoring and freezing ------------------------------------------
+
+    def _evaluate(self, epoch, logs):
+        stem = self._policy.stem_size
+        delta, previous = self._tracker.measure(first_unit=stem)
+        change = scoring.change_scores(delta, previous)
+        self._change_history.append(change)
+        continuation = scoring.continuation_scores(self._change_history)
+        new_stem = self._policy.update(continuation)
+        self.history.evaluations.append(
+            report.Evaluation(epoch, list(change), list(continuation),
+                              new_stem)
+        )
+        for i, (c, s) in enumerate(zip(change, continuation)):
+            if not np.isnan(c):
+                logs[f"ld_change_{i}"] = float(c)
+                logs[f"ld_continuation_{i}"] = float(s)
+        if new_stem > stem:
+            for index in range(stem, new_stem):
+                self.history.frozen_at[index] = epoch
+            self._grow(stem, new_stem)
+
+    def _check_stochastic_stem(self):
+        if (
+            self._policy.stem_size
+            and self._cache_note is None
+            and self._stochastic()
+            and not self.augmented_views
+        ):
+            self._refuse_cache(
+                "the stem draws random numbers in training (random "
+                "augmentation or dropout, or `augmented_inputs=True`), so "
+                "one cached view would be wrong; the stem runs forward "
+                "every epoch. Pass `augmented_views=K` to cache K views"
+            )
+
+    def _grow(self, old_stem, new_stem):
+        self._freeze(new_stem)
+        self._check_stochastic_stem()
+        if self._cache is not None and self._cache.views:
+            self._cache.discard_pending()
+            chain = self._chain
+
+            def run_new_units(features):
+                features = tf.cast(features, chain.cut_tensor(old_stem).dtype)
+                return chain.forward(features, old_stem, new_stem, True)
+
+            try:
+                self._cache.extend(
+                    tf.function(run_new_units, reduce_retracing=True),
+                    self._cache.batch_size,
+                )
+            except stem_cache.CacheBudgetExceeded as error:
+                self._refuse_cache(f"{error}; the stem runs forward instead")
+                return
+            new_flops = sum(self.history.unit_flops[old_stem:new_stem])
+            self._extend_flops += (
+                new_flops * self._cache.num_samples * len(self._cache.views)
+            )
+        elif self._cache is not None:
+            self._cache = None
+
+    def _freeze(self, stem):
+        for layer in self._chain.layers_of(0, stem):
+            layer.trainable = False
+        self._step = train_step.HeadStep(
+            self.model, self._chain, stem, self._jit
+        )
+        if self._function is not None:
+            self._function.step = self._step
+
+    # ---- reporting ---------------------------------------------------------
+
+    def _record_epoch(self, epoch, function):
+        unit_flops = self.history.unit_flops
+        stem = self._function.step.cut
+        total = sum(unit_flops)
+        per_sample = total if function.mode != "replay" else sum(
+            unit_flops[stem:]
+        )
+        self.history.epochs.append(
+            report.EpochRecord(
+                epoch=epoch,
+                mode=function.mode,
+                frozen_units=stem,
+                samples=function.samples,
+                forward_flops=per_sample * function.samples,
+                baseline_flops=total * function.samples,
+                cache_bytes=0 if self._cache is None else self._cache.nbytes,
+                seconds=0.0,
+            )
+        )
+
+    def _write_logs(self, logs, record):
+        stem = self._policy.stem_size
+        logs["ld_frozen_units"] = stem
+        logs["ld_frozen_layers"] = len(self._chain.layers_of(0, stem))
+        logs["ld_epoch_mode"] = report.MODE_CODES[record.mode]
+        logs["ld_cache_bytes"] = record.cache_bytes
+        logs["ld_forward_flops"] = record.forward_flops
+        logs["ld_flops_saved"] = self.history.flops_reduction
+
+
+def _no_input():
+    return iter(())
+
+
+def _all_layers(model):
+    return [model] + list(model._flatten_layers(include_self=False))
+
+
+def _fit_epoch_iterator(model):
+    """Returns the `EpochIterator` of the running `fit` call, or None.
+
+    Keras does not hand it to callbacks; it is a local of `fit`, found on
+    the call stack. LearnDrop reads from it the steps per epoch and the
+    number of batches, and pauses it in replay epochs.
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        if (
+            frame.f_code.co_name == "fit"
+            and frame.f_locals.get("self") is model
+            and "epoch_iterator" in frame.f_locals
+        ):
+            return frame.f_locals["epoch_iterator"]
+        frame = frame.f_back
+    return None
+
+
+def _check_model(model):
+    if getattr(model, "optimizer", None) is None or not getattr(
+        model, "compiled", False
+    ):
+        raise ValueError(
+            f"LearnDrop needs a compiled model. The model {model.name!r} has "
+            "no optimizer: call `model.compile(optimizer, loss)` before "
+            "`fit`."
+        )
+    if type(model).train_step is not keras.Model.train_step:
+        raise ValueError(
+            f"The model {model.name!r} overrides `train_step`. LearnDrop "
+            "rebuilds the training step over the unfrozen layers from "
+            "`compute_loss` and `compute_metrics`, which it cannot do for a "
+            "custom step. Override `compute_loss` instead, or train without "
+            "LearnDrop."
+        )
+    if not model.trainable_weights:
+        raise ValueError(
+            f"The model {model.name!r} has no trainable weights, so there is "
+            "nothing to score or freeze. Set `trainable=True` on the layers "
+            "to train, or train without LearnDrop."
+        )
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"`{name}` must be an integer. Received: {name}={value!r} of "
+            f"type {type(value).__name__}."
+        )
+    if value < low:
+        raise ValueError(
+            f"`{name}` must be >= {low}. Received: {name}={value}."
+        )
+
+
+def _check_number(name, value, low, high, low_open=False, high_open=False):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.number)
+    ):
+        raise TypeError(
+            f"`{name}` must be a number. Received: {name}={value!r} of type "
+            f"{type(value).__name__}."
+        )
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high or np.isnan(value):
+        interval = (
+            ("(" if low_open else "[") + f"{low}, {high}"
+            + (")" if high_open else "]")
+        )
+        raise ValueError(
+            f"`{name}` must be in {interval}. Received: {name}={value}."
+        )
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {', '.join(map(repr, choices))}. "
+            f"Received: {name}={value!r}."
+        )
+
+
+def _check_bool(name, value, extra=""):
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be True or False{' ' + extra if extra else ''}. "
+            f"Received: {name}={value!r}."
+        )

@@ -1,0 +1,152 @@
+"""What LearnDrop did in a `fit` call: scores, freezes, epoch modes, FLOPs.
+
+`LearnDropHistory` is filled by the callback and read by users, the example
+runners and the benchmarks. Everything in it is plain Python data, so
+`to_dict()` is JSON-ready and `from_dict()` restores it after a crash.
+"""
+
+import dataclasses
+
+import numpy as np
+
+MODE_CODES = {"full": 0, "stem_forward": 1, "fill": 2, "replay": 3}
+
+
+@dataclasses.dataclass
+class EpochRecord:
+    """How one epoch ran."""
+
+    epoch: int
+    mode: str
+    frozen_units: int
+    samples: int
+    forward_flops: int
+    baseline_flops: int
+    cache_bytes: int
+    seconds: float
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """The scores of one evaluation (NaN for units already frozen)."""
+
+    epoch: int
+    change: list
+    continuation: list
+    stem_size: int
+
+
+class LearnDropHistory:
+    """The record of one or more `fit` calls with a `LearnDrop` callback.
+
+    Attributes:
+        unit_names: List of the units' names, in chain order.
+        unit_flops: List of each unit's forward FLOPs per sample.
+        epochs: List of `EpochRecord`, one per epoch trained.
+        evaluations: List of `Evaluation`, one per scoring.
+        frozen_at: Dict mapping a unit's index to the epoch after which it
+            was frozen.
+        notes: List of strings: why the cache was not used, fallbacks.
+    """
+
+    def __init__(self, unit_names=(), unit_flops=()):
+        self.unit_names = list(unit_names)
+        self.unit_flops = [int(f) for f in unit_flops]
+        self.epochs = []
+        self.evaluations = []
+        self.frozen_at = {}
+        self.notes = []
+
+    @property
+    def stem_size(self):
+        """Number of units frozen now."""
+        return len(self.frozen_at)
+
+    @property
+    def forward_flops(self):
+        """Forward FLOPs that ran in training, over all recorded epochs."""
+        return sum(e.forward_flops for e in self.epochs)
+
+    @property
+    def baseline_flops(self):
+        """Forward FLOPs the same epochs take without LearnDrop."""
+        return sum(e.baseline_flops for e in self.epochs)
+
+    @property
+    def flops_reduction(self):
+        """Fraction of the baseline's forward FLOPs that did not run."""
+        if not self.baseline_flops:
+            return 0.0
+        return 1.0 - self.forward_flops / self.baseline_flops
+
+    def note(self, message):
+        """Records a message once."""
+        if message not in self.notes:
+            self.notes.append(message)
+
+    def to_dict(self):
+        """Returns the history as JSON-ready Python data."""
+        return {
+            "unit_names": self.unit_names,
+            "unit_flops": self.unit_flops,
+            "epochs": [dataclasses.asdict(e) for e in self.epochs],
+            "evaluations": [
+                {
+                    "epoch": e.epoch,
+                    "change": _json_floats(e.change),
+                    "continuation": _json_floats(e.continuation),
+                    "stem_size": e.stem_size,
+                }
+                for e in self.evaluations
+            ],
+            "frozen_at": {str(k): v for k, v in self.frozen_at.items()},
+            "notes": list(self.notes),
+            "forward_flops": self.forward_flops,
+            "baseline_flops": self.baseline_flops,
+            "flops_reduction": self.flops_reduction,
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuilds a history from `to_dict()` output."""
+        history = cls(data["unit_names"], data["unit_flops"])
+        history.epochs = [EpochRecord(**e) for e in data["epochs"]]
+        history.evaluations = [
+            Evaluation(
+                epoch=e["epoch"],
+                change=_from_json_floats(e["change"]),
+                continuation=_from_json_floats(e["continuation"]),
+                stem_size=e["stem_size"],
+            )
+            for e in data["evaluations"]
+        ]
+        history.frozen_at = {int(k): v for k, v in data["frozen_at"].items()}
+        history.notes = list(data["notes"])
+        return history
+
+    def summary(self):
+        """Returns a text table: one row per unit, and the totals."""
+        rows = [f"{'unit':<28} {'MFLOPs':>9} {'frozen after epoch':>19}"]
+        for index, name in enumerate(self.unit_names):
+            frozen = self.frozen_at.get(index)
+            rows.append(
+                f"{name[:28]:<28} {self.unit_flops[index] / 1e6:>9.2f} "
+                f"{'-' if frozen is None else frozen:>19}"
+            )
+        modes = " ".join(e.mode for e in self.epochs)
+        rows.append(f"epoch modes: {modes}")
+        rows.append(
+            f"forward FLOPs of training: {self.forward_flops:.4g} of "
+            f"{self.baseline_flops:.4g} ({100 * self.flops_reduction:.1f} % "
+            "saved)"
+        )
+        rows.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(rows)
+
+
+def _json_floats(values):
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def _from_json_floats(values):
+    return [float("nan") if v is None else float(v) for v in values]

@@ -1,0 +1,235 @@
+"""The rebuilt training step, and the function `model.fit` calls per step.
+
+Keras 3's `fit` calls `model.train_function(iterator)` once per step (once
+per `steps_per_execution` steps) and stops the epoch on `StopIteration`.
+`TrainFunction` is installed there. Each epoch runs in one of four modes:
+
+* `"full"`: the whole model trains, as with plain Keras
+  (`model.train_step` on the next batch of `iterator`).
+* `"stem_forward"`: the frozen stem runs forward only (no tape, no backward
+  work); the head trains on its output.
+* `"fill"`: as `"stem_forward"`, and every batch of stem outputs goes into
+  the `StemCache`.
+* `"replay"`: the head trains on cached features in a fresh order; the
+  iterator of `fit` is never read, so the stem and the input pipeline do no
+  work.
+
+The head step mirrors `keras.Model.train_step` of the TensorFlow backend
+(loss through `compute_loss`, loss tracker, `optimizer.scale_loss`,
+`apply_gradients`, `compute_metrics`), restricted to the head's variables,
+so the optimizer keeps its slots and iteration count and learning-rate
+schedules carry on.
+"""
+
+import warnings
+
+from keras.src.backend.tensorflow.trainer import reduce_per_replica
+from keras.src.losses.loss import unscale_loss_for_distribution
+
+from keras_learndrop.backend import keras, tf
+
+EPOCH_MODES = ("full", "stem_forward", "fill", "replay")
+
+
+def resolve_jit_compile(jit_compile):
+    """Resolves `"auto"`: XLA is tried on a GPU, off on a CPU.
+
+    On the CPU of a 2-core machine XLA-compiled convolution steps measured
+    slower than TensorFlow's own kernels (see the README's benchmark).
+    """
+    if jit_compile == "auto":
+        return bool(tf.config.list_logical_devices("GPU"))
+    return bool(jit_compile)
+
+
+class HeadStep:
+    """The `tf.function`s that train the head behind one cut.
+
+    Args:
+        model: The compiled Keras model.
+        chain: The model's `UnitChain`.
+        cut: Integer. Number of frozen leading units.
+        jit_compile: Boolean. Whether to XLA-compile the steps.
+    """
+
+    def __init__(self, model, chain, cut, jit_compile):
+        self.model = model
+        self.chain = chain
+        self.cut = cut
+        self.jit_compile = jit_compile
+        self.feature_dtype = chain.cut_tensor(cut).dtype
+        self._strategy = model.distribute_strategy
+        self._build()
+
+    def _build(self):
+        options = dict(reduce_retracing=True, jit_compile=self.jit_compile)
+        self.full_step = tf.function(self._distributed_full, **options)
+        self.stem_step = tf.function(self._distributed_stem, **options)
+        self.replay_step = tf.function(self._distributed_replay, **options)
+
+    def disable_jit(self):
+        """Rebuilds the steps without XLA (after a failed compilation)."""
+        self.jit_compile = False
+        self._build()
+
+    def stem_features(self, x):
+        """Runs the frozen stem on inputs `x` (forward only)."""
+        x = tf.cast(x, self.chain.input.dtype)
+        return tf.stop_gradient(self.chain.forward(x, 0, self.cut, True))
+
+    def train_head(self, features, y, sample_weight):
+        """Trains the head on one batch of stem features; returns logs."""
+        model = self.model
+        model._clear_losses()
+        features = tf.cast(features, self.feature_dtype)
+        with tf.GradientTape() as tape:
+            y_pred = self.chain.forward(
+                features, self.cut, len(self.chain), training=True
+            )
+            loss = model._compute_loss(
+                x=None,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
+                training=True,
+            )
+            model._loss_tracker.update_state(
+                unscale_loss_for_distribution(loss),
+                sample_weight=tf.shape(features)[0],
+            )
+            loss = model.optimizer.scale_loss(loss)
+        variables = model.trainable_weights
+        gradients = tape.gradient(loss, variables)
+        model.optimizer.apply_gradients(zip(gradients, variables))
+        return model.compute_metrics(None, y, y_pred, sample_weight)
+
+    def _stem_on_replica(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        features = self.stem_features(x)
+        logs = self.train_head(features, y, sample_weight)
+        return logs, (features, y, sample_weight)
+
+    def _distributed_full(self, data):
+        outputs = self._strategy.run(self.model.train_step, args=(data,))
+        return reduce_per_replica(outputs, self._strategy, reduction="auto")
+
+    def _distributed_stem(self, data):
+        logs, stored = self._strategy.run(self._stem_on_replica, (data,))
+        logs = reduce_per_replica(logs, self._strategy, reduction="auto")
+        return logs, stored
+
+    def _distributed_replay(self, features, y, sample_weight, indices):
+        def on_replica(batch_indices):
+            return self.train_head(
+                tf.gather(features, batch_indices),
+                None if y is None else tf.gather(y, batch_indices),
+                (
+                    None
+                    if sample_weight is None
+                    else tf.gather(sample_weight, batch_indices)
+                ),
+            )
+
+        logs = self._strategy.run(on_replica, args=(indices,))
+        return reduce_per_replica(logs, self._strategy, reduction="auto")
+
+
+class TrainFunction:
+    """The callable that `model.fit` calls as `model.train_function`.
+
+    Args:
+        model: The compiled Keras model.
+        on_batch: Callable receiving `(features, y, sample_weight)` of every
+            batch in `"fill"` mode, as per-replica tuples.
+
+    Attributes:
+        mode: String, one of `EPOCH_MODES`.
+        step: The `HeadStep` in use (`None` in `"full"` mode before any
+            freezing).
+        samples: Integer. Training samples processed since `begin_epoch`.
+        exhausted: Boolean. Whether the input ran out during this epoch.
+    """
+
+    def __init__(self, model, on_batch):
+        self.model = model
+        self.on_batch = on_batch
+        self.mode = "full"
+        self.step = None
+        self.active = True
+        self._replay_view = None
+        self._replay_indices = None
+        self.begin_epoch("full")
+
+    def begin_epoch(self, mode, view=None, indices=None):
+        """Sets the mode of the coming epoch (and its replay order)."""
+        if mode not in EPOCH_MODES:
+            raise ValueError(f"Unknown epoch mode: {mode!r}.")
+        self.mode = mode
+        self._replay_view = view
+        self._replay_indices = indices
+        self.samples = 0
+        self.steps = 0
+        self.exhausted = False
+
+    def __call__(self, iterator):
+        if not self.active:
+            # A fit that ended without `on_train_end` (an exception) left
+            # this function in place: hand back to Keras's own step.
+            self.model.make_train_function(force=True)
+            return self.model.train_function(iterator)
+        logs = None
+        for _ in range(self.model.steps_per_execution):
+            try:
+                logs = self._one_step(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                self.exhausted = True
+                if logs is None:
+                    raise StopIteration
+                break
+        return logs
+
+    def _one_step(self, iterator):
+        if self.mode == "replay":
+            indices = next(self._replay_indices)
+            view = self._replay_view
+            logs = self._call(
+                "replay_step",
+                view.features,
+                view.y,
+                view.sample_weight,
+                indices,
+            )
+            self._count(indices)
+            return logs
+        data = next(iterator)
+        if self.mode == "full":
+            logs = self._call("full_step", data)
+        else:
+            logs, stored = self._call("stem_step", data)
+            if self.mode == "fill":
+                self.on_batch(*stored)
+        self._count(keras.utils.unpack_x_y_sample_weight(data)[0])
+        return logs
+
+    def _call(self, name, *args):
+        try:
+            return getattr(self.step, name)(*args)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            if not self.step.jit_compile:
+                raise
+            # XLA could not compile this step (an op without an XLA kernel,
+            # say); the same step runs without it.
+            warnings.warn(
+                "XLA compilation of the LearnDrop training step failed; "
+                "continuing without XLA. Pass `jit_compile=False` to skip "
+                "the attempt.",
+                stacklevel=2,
+            )
+            self.step.disable_jit()
+            return getattr(self.step, name)(*args)
+
+    def _count(self, batch):
+        strategy = self.model.distribute_strategy
+        for part in strategy.experimental_local_results(batch):
+            self.samples += int(part.shape[0])
+        self.steps += 1
