@@ -21,7 +21,8 @@ from keras_learndrop import report
 from keras_learndrop import scoring
 from keras_learndrop import stem_cache
 from keras_learndrop import train_step
-from keras_learndrop.backend import keras, tf
+from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
 
 CACHE_MODES = ("auto", "off")
 
@@ -185,11 +186,13 @@ class LearnDrop(keras.callbacks.Callback):
         keep = self.keep_frozen and self._chain is not None
         if not keep or self._chain.model is not model:
             self._start_afresh(model)
-        self._trainable = {id(layer): layer.trainable for layer in
-                           _all_layers(model)}
+        self._trainable = {
+            id(layer): layer.trainable for layer in _all_layers(model)
+        }
         self._fit_iterator = _fit_epoch_iterator(model)
         self._run_seed = (
-            self.seed if self.seed is not None
+            self.seed
+            if self.seed is not None
             else int(np.random.randint(0, 2**31 - 1))
         )
         self._cache_note = self._cache_refusal()
@@ -254,8 +257,11 @@ class LearnDrop(keras.callbacks.Callback):
             logging.info(
                 "LearnDrop epoch %d: %s, %d/%d units frozen, cache %.1f MiB, "
                 "%.1f %% of forward FLOPs saved so far",
-                epoch + 1, record.mode, self._policy.stem_size,
-                len(self._chain), record.cache_bytes / 2**20,
+                epoch + 1,
+                record.mode,
+                self._policy.stem_size,
+                len(self._chain),
+                record.cache_bytes / 2**20,
                 100 * self.history.flops_reduction,
             )
 
@@ -323,8 +329,10 @@ class LearnDrop(keras.callbacks.Callback):
 
     def _store_batch(self, features, y, sample_weight):
         strategy = self.model.distribute_strategy
-        parts = [strategy.experimental_local_results(t) if t is not None
-                 else None for t in (features, y, sample_weight)]
+        parts = [
+            strategy.experimental_local_results(t) if t is not None else None
+            for t in (features, y, sample_weight)
+        ]
         if self._cache is None:
             self._cache = stem_cache.StemCache(
                 self.cache_dtype,
@@ -383,8 +391,7 @@ class LearnDrop(keras.callbacks.Callback):
         continuation = scoring.continuation_scores(self._change_history)
         new_stem = self._policy.update(continuation)
         self.history.evaluations.append(
-            report.Evaluation(epoch, list(change), list(continuation),
-                              new_stem)
+            report.Evaluation(epoch, list(change), list(continuation), new_stem)
         )
         for i, (c, s) in enumerate(zip(change, continuation)):
             if not np.isnan(c):
@@ -450,8 +457,8 @@ class LearnDrop(keras.callbacks.Callback):
         unit_flops = self.history.unit_flops
         stem = self._function.step.cut
         total = sum(unit_flops)
-        per_sample = total if function.mode != "replay" else sum(
-            unit_flops[stem:]
+        per_sample = (
+            total if function.mode != "replay" else sum(unit_flops[stem:])
         )
         self.history.epochs.append(
             report.EpochRecord(
@@ -552,7 +559,8 @@ def _check_number(name, value, low, high, low_open=False, high_open=False):
     too_high = value >= high if high_open else value > high
     if too_low or too_high or np.isnan(value):
         interval = (
-            ("(" if low_open else "[") + f"{low}, {high}"
+            ("(" if low_open else "[")
+            + f"{low}, {high}"
             + (")" if high_open else "]")
         )
         raise ValueError(

@@ -36,8 +36,9 @@ class FreezePolicy:
     1
     """
 
-    def __init__(self, num_units, threshold, patience, warmup,
-                 max_drop_fraction):
+    def __init__(
+        self, num_units, threshold, patience, warmup, max_drop_fraction
+    ):
         self.num_units = num_units
         self.threshold = threshold
         self.patience = patience

@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from keras_learndrop.backend import keras, tf
+from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
 
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -102,8 +103,7 @@ class StemCache:
         """Samples in one view (0 before the first view is finished)."""
         return self.views[0].num_samples if self.views else 0
 
-    def add(self, features, y, sample_weight, expected_batches=None,
-            views=1):
+    def add(self, features, y, sample_weight, expected_batches=None, views=1):
         """Stores one batch of the view being filled.
 
         Args:
@@ -190,8 +190,9 @@ class StemCache:
         """
         self.views = [
             View(
-                features=self._map_batches(view.features, run_units,
-                                           batch_size),
+                features=self._map_batches(
+                    view.features, run_units, batch_size
+                ),
                 y=view.y,
                 sample_weight=view.sample_weight,
             )

@@ -26,7 +26,8 @@ import warnings
 from keras.src.backend.tensorflow.trainer import reduce_per_replica
 from keras.src.losses.loss import unscale_loss_for_distribution
 
-from keras_learndrop.backend import keras, tf
+from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
 
 EPOCH_MODES = ("full", "stem_forward", "fill", "replay")
 
@@ -184,7 +185,7 @@ class TrainFunction:
             except (StopIteration, tf.errors.OutOfRangeError):
                 self.exhausted = True
                 if logs is None:
-                    raise StopIteration
+                    raise StopIteration from None
                 break
         return logs
 

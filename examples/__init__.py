@@ -1,0 +1,1 @@
+"""Example models, data sets and runners for keras-learndrop."""
