@@ -96,6 +96,9 @@ class LearnDrop(keras.callbacks.Callback):
             `keras.utils.set_random_seed` seeds). Defaults to `None`.
         verbose: Integer. `1` logs one line per epoch through
             `absl.logging`. Defaults to `0`.
+        schedule: Dict or `None`. Replaces the scores' decisions by a fixed
+            plan `{evaluation number: stem size}` (for benchmarks and
+            ablations; see `policy.FixedSchedule`). Defaults to `None`.
 
     Raises:
         ValueError: for an argument out of range.
@@ -136,6 +139,7 @@ class LearnDrop(keras.callbacks.Callback):
         keep_frozen=False,
         seed=None,
         verbose=0,
+        schedule=None,
     ):
         super().__init__()
         _check_number("threshold", threshold, 0.0, 1.0, low_open=True)
@@ -158,6 +162,12 @@ class LearnDrop(keras.callbacks.Callback):
         if seed is not None:
             _check_int("seed", seed, 0)
         _check_int("verbose", verbose, 0)
+        if schedule is not None and not isinstance(schedule, dict):
+            raise TypeError(
+                "`schedule` must be a dict mapping an evaluation number to "
+                f"a stem size, or None. Received: schedule={schedule!r}."
+            )
+        self.schedule = schedule
         self.threshold = threshold
         self.patience = patience
         self.warmup = warmup
@@ -186,6 +196,12 @@ class LearnDrop(keras.callbacks.Callback):
         keep = self.keep_frozen and self._chain is not None
         if not keep or self._chain.model is not model:
             self._start_afresh(model)
+        if not model.trainable_weights:
+            raise ValueError(
+                f"The model {model.name!r} has no trainable weights, so "
+                "there is nothing to score or freeze. Set `trainable=True` "
+                "on the layers to train, or train without LearnDrop."
+            )
         self._trainable = {
             id(layer): layer.trainable for layer in _all_layers(model)
         }
@@ -218,13 +234,16 @@ class LearnDrop(keras.callbacks.Callback):
         self.history = report.LearnDropHistory(
             [unit.name for unit in units], unit_flops
         )
-        self._policy = policy_lib.FreezePolicy(
-            len(units),
-            threshold=self.threshold,
-            patience=self.patience,
-            warmup=self.warmup,
-            max_drop_fraction=self.max_drop_fraction,
-        )
+        if self.schedule is not None:
+            self._policy = policy_lib.FixedSchedule(len(units), self.schedule)
+        else:
+            self._policy = policy_lib.FreezePolicy(
+                len(units),
+                threshold=self.threshold,
+                patience=self.patience,
+                warmup=self.warmup,
+                max_drop_fraction=self.max_drop_fraction,
+            )
         self._change_history = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -283,6 +302,8 @@ class LearnDrop(keras.callbacks.Callback):
         if self._policy.stem_size == 0:
             return "full"
         if self._cache_note is not None:
+            if self._cache_note not in self.history.notes:
+                self._refuse_cache(self._cache_note)
             return "stem_forward"
         if self._cache is not None and len(self._cache.views) >= max(
             1, self._views_wanted()
@@ -526,12 +547,6 @@ def _check_model(model):
             "`compute_loss` and `compute_metrics`, which it cannot do for a "
             "custom step. Override `compute_loss` instead, or train without "
             "LearnDrop."
-        )
-    if not model.trainable_weights:
-        raise ValueError(
-            f"The model {model.name!r} has no trainable weights, so there is "
-            "nothing to score or freeze. Set `trainable=True` on the layers "
-            "to train, or train without LearnDrop."
         )
 
 

@@ -91,3 +91,39 @@ class FreezePolicy:
         self.evaluations = int(state["evaluations"])
         self.streak = np.asarray(state["streak"], dtype=np.int64)
         self.stem_size = int(state["stem_size"])
+
+
+class FixedSchedule(FreezePolicy):
+    """Freezes fixed numbers of units after fixed evaluations.
+
+    For experiments that need a cut at a known time (benchmarks, ablations):
+    the scores are still computed and reported, but ignored.
+
+    Args:
+        num_units: Integer. Number of units in the model's chain.
+        schedule: Dict mapping an evaluation number (1 for the first) to the
+            stem size to reach after it.
+
+    Example:
+
+    >>> policy = FixedSchedule(4, {2: 3})
+    >>> [policy.update([1.0] * 4) for _ in range(3)]
+    [0, 3, 3]
+    """
+
+    def __init__(self, num_units, schedule):
+        for evaluation, size in schedule.items():
+            if not 0 <= size < num_units or evaluation < 1:
+                raise ValueError(
+                    "`schedule` maps evaluations (>= 1) to stem sizes in "
+                    f"[0, {num_units - 1}] for this model of {num_units} "
+                    f"units. Received: {{{evaluation}: {size}}}."
+                )
+        self.schedule = dict(schedule)
+        super().__init__(num_units, 1.0, 1, 0, 1.0 - 1.0 / num_units)
+
+    def update(self, continuation):
+        self.evaluations += 1
+        size = self.schedule.get(self.evaluations, self.stem_size)
+        self.stem_size = max(self.stem_size, size)
+        return self.stem_size

@@ -1,0 +1,590 @@
+"""Tests of the LearnDrop callback: hooks, end-to-end fit, replay, reports."""
+
+import os
+
+import numpy as np
+from absl.testing import parameterized
+
+import keras_learndrop
+from keras_learndrop import callback as callback_lib
+from keras_learndrop import graph
+from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
+from tests import tiny_models
+
+
+def _fit(model, callback, x, y, epochs, **kwargs):
+    kwargs.setdefault("batch_size", 8)
+    return model.fit(
+        x, y, epochs=epochs, callbacks=[callback], verbose=0, **kwargs
+    )
+
+
+def _weights(layers):
+    return [w.numpy() for layer in layers for w in layer.weights]
+
+
+class ArgumentsTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("threshold_high", dict(threshold=1.5), ValueError, "threshold=1.5"),
+        ("threshold_zero", dict(threshold=0), ValueError, r"\(0.0, 1.0\]"),
+        ("threshold_str", dict(threshold="0.5"), TypeError, "number"),
+        ("patience_zero", dict(patience=0), ValueError, "patience=0"),
+        ("patience_float", dict(patience=1.5), TypeError, "integer"),
+        ("warmup_negative", dict(warmup=-1), ValueError, "warmup=-1"),
+        ("eval_every", dict(eval_every=0), ValueError, "eval_every=0"),
+        ("fraction_one", dict(max_drop_fraction=1.0), ValueError, "1.0"),
+        ("cache", dict(cache="disk"), ValueError, "'auto', 'off'"),
+        ("dtype", dict(cache_dtype="int8"), ValueError, "'float16'"),
+        ("budget", dict(memory_budget=-5), ValueError, "memory_budget=-5"),
+        ("augmented", dict(augmented_inputs="yes"), TypeError, "True or"),
+        ("views", dict(augmented_views=-1), ValueError, "augmented_views"),
+        ("jit", dict(jit_compile="xla"), TypeError, "'auto'"),
+        ("restore", dict(restore_trainable=None), TypeError, "restore"),
+        ("seed", dict(seed=-3), ValueError, "seed=-3"),
+        ("schedule", dict(schedule=[1, 2]), TypeError, "schedule"),
+    )
+    def test_bad_argument_is_refused(self, kwargs, error, message):
+        with self.assertRaisesRegex(error, message):
+            keras_learndrop.LearnDrop(**kwargs)
+
+    def test_bad_schedule_names_the_valid_range(self):
+        model = tiny_models.compile_model(tiny_models.conv_net())
+        x, y = tiny_models.data(8)
+        callback = keras_learndrop.LearnDrop(schedule={1: 4})
+        with self.assertRaisesRegex(ValueError, r"\[0, 3\].*\{1: 4\}"):
+            _fit(model, callback, x, y, 1)
+
+
+class ModelChecksTest(tf.test.TestCase):
+    def test_uncompiled_model(self):
+        model = tiny_models.conv_net()
+        callback = keras_learndrop.LearnDrop()
+        callback.set_model(model)
+        with self.assertRaisesRegex(ValueError, "compile"):
+            callback.on_train_begin()
+
+    def test_custom_train_step(self):
+        class Custom(keras.Model):
+            def train_step(self, data):
+                return super().train_step(data)
+
+        inputs = keras.Input((8, 8, 1))
+        outputs = keras.layers.Dense(2)(keras.layers.Flatten()(inputs))
+        model = Custom(inputs, outputs)
+        model.compile("sgd", "mse")
+        callback = keras_learndrop.LearnDrop()
+        callback.set_model(model)
+        with self.assertRaisesRegex(ValueError, "compute_loss"):
+            callback.on_train_begin()
+
+    def test_no_trainable_weights(self):
+        model = tiny_models.compile_model(tiny_models.conv_net())
+        model.trainable = False
+        tiny_models.compile_model(model)
+        x, y = tiny_models.data(8)
+        with self.assertRaisesRegex(ValueError, "no trainable weights"):
+            _fit(model, keras_learndrop.LearnDrop(), x, y, 1)
+
+    def test_subclassed_model(self):
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(3, activation="softmax")
+
+            def call(self, x):
+                return self.dense(keras.ops.reshape(x, (-1, 64)))
+
+        model = tiny_models.compile_model(Net())
+        x, y = tiny_models.data(8)
+        with self.assertRaisesRegex(ValueError, "subclassed model"):
+            _fit(model, keras_learndrop.LearnDrop(), x, y, 1)
+
+
+class HooksTest(tf.test.TestCase):
+    """Drives the callback's hooks directly, with weights set by hand."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+        self.model = tiny_models.compile_model(tiny_models.conv_net())
+        self.chain = graph.UnitChain(self.model)
+        self.callback = keras_learndrop.LearnDrop(
+            threshold=0.5, patience=2, warmup=1
+        )
+        self.callback.set_model(self.model)
+
+    def _scale_units(self, factors):
+        """Scales each unit's kernels by (1 + factor): c_u = factor."""
+        for unit, factor in zip(self.chain.units, factors):
+            for weight in unit.trainable_weights:
+                weight.assign(weight * (1.0 + factor))
+
+    def test_prefix_freezes_at_the_expected_evaluation(self):
+        cb = self.callback
+        cb.on_train_begin()
+        # Peaks 0.2; then unit 0 and 2 slow down to 0.05 (s = 0.25), unit 1
+        # keeps learning, so only unit 0 (the settled prefix) may freeze.
+        plan = [
+            [0.2, 0.2, 0.2, 0.2],
+            [0.05, 0.2, 0.05, 0.2],
+            [0.05, 0.2, 0.05, 0.2],
+            [0.05, 0.05, 0.05, 0.2],
+            [0.05, 0.05, 0.05, 0.2],
+        ]
+        stems = []
+        for epoch, factors in enumerate(plan):
+            cb.on_epoch_begin(epoch)
+            self._scale_units(factors)
+            logs = {}
+            cb.on_epoch_end(epoch, logs)
+            stems.append(logs["ld_frozen_units"])
+            self.assertAllClose(
+                [
+                    logs[f"ld_change_{i}"]
+                    for i in range(4)
+                    if i >= 0 and f"ld_change_{i}" in logs
+                ],
+                [f for i, f in enumerate(factors) if f"ld_change_{i}" in logs],
+                rtol=1e-5,
+            )
+        # Warm-up is evaluation 1; patience 2 -> unit 0 after evaluation 3,
+        # units 1 and 2 after evaluation 5.
+        self.assertEqual(stems, [0, 0, 1, 1, 3])
+        self.assertEqual(cb.history.frozen_at, {0: 2, 1: 4, 2: 4})
+        self.assertFalse(self.model.get_layer("conv1").trainable)
+        self.assertFalse(self.model.get_layer("bn1").trainable)
+        self.assertTrue(self.model.get_layer("dense").trainable)
+        cb.on_train_end()
+        self.assertTrue(self.model.get_layer("conv1").trainable)
+
+    def test_frozen_units_are_not_scored(self):
+        cb = self.callback
+        cb.schedule = {1: 2}
+        cb.on_train_begin()
+        cb.on_epoch_begin(0)
+        self._scale_units([0.1] * 4)
+        cb.on_epoch_end(0, {})
+        logs = {}
+        cb.on_epoch_begin(1)
+        cb.on_epoch_end(1, logs)
+        self.assertNotIn("ld_change_0", logs)
+        self.assertNotIn("ld_change_1", logs)
+        self.assertIn("ld_change_2", logs)
+
+
+class FitTest(parameterized.TestCase, tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+        self.x, self.y = tiny_models.data(48)
+
+    def _model(self, **kwargs):
+        return tiny_models.compile_model(tiny_models.conv_net(**kwargs))
+
+    def test_fill_then_replay_with_frozen_weights_bit_identical(self):
+        model = self._model()
+        chain = graph.UnitChain(model)
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        frozen = {}
+
+        class Spy(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    frozen["after_freeze"] = _weights(chain.layers_of(0, 2))
+                    frozen["head"] = _weights(chain.layers_of(2, 4))
+
+        history = model.fit(
+            self.x,
+            self.y,
+            epochs=4,
+            batch_size=8,
+            callbacks=[callback, Spy()],
+            verbose=0,
+            validation_data=(self.x[:16], self.y[:16]),
+        )
+        modes = [e.mode for e in callback.history.epochs]
+        self.assertEqual(modes, ["full", "fill", "replay", "replay"])
+        for a, b in zip(
+            frozen["after_freeze"], _weights(chain.layers_of(0, 2))
+        ):
+            self.assertAllEqual(a, b)
+        for a, b in zip(frozen["head"], _weights(chain.layers_of(2, 4))):
+            if a.dtype == np.float32 and a.size > 3:
+                self.assertNotAllClose(a, b)
+        # Keras's optimizer went on counting: 6 steps per epoch, 4 epochs.
+        self.assertEqual(int(model.optimizer.iterations), 24)
+        for key in (
+            "ld_frozen_units",
+            "ld_frozen_layers",
+            "ld_epoch_mode",
+            "ld_cache_bytes",
+            "ld_forward_flops",
+            "ld_flops_saved",
+            "ld_change_2",
+            "ld_continuation_2",
+            "val_loss",
+        ):
+            self.assertIn(key, history.history)
+        self.assertEqual(history.history["ld_epoch_mode"], [0, 2, 3, 3])
+        self.assertEqual(history.history["ld_frozen_units"], [2, 2, 2, 2])
+        # conv1, bn1, relu1 + conv2, relu2, pool2.
+        self.assertEqual(history.history["ld_frozen_layers"][-1], 6)
+        self.assertEqual(
+            history.history["ld_cache_bytes"][-1], 48 * 96 * 4 + 48 * 8
+        )
+        # Validation ran the whole model: it matches evaluate().
+        final = model.evaluate(
+            self.x[:16], self.y[:16], verbose=0, return_dict=True
+        )
+        self.assertAllClose(history.history["val_loss"][-1], final["loss"])
+        self.assertTrue(model.get_layer("conv1").trainable)
+
+    def test_every_sample_reaches_the_head_once_per_replay_epoch(self):
+        model = self._model(recorder=True)
+        chain = graph.UnitChain(model)
+        recorder = model.get_layer("recorder")
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        seen = []
+
+        class Count(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                recorder.reset()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seen.append(
+                    (float(recorder.count.numpy()), recorder.total.numpy())
+                )
+
+        model.fit(
+            self.x,
+            self.y,
+            epochs=4,
+            batch_size=10,
+            callbacks=[callback, Count()],
+            verbose=0,
+        )
+        features = chain.forward(tf.constant(self.x), 0, 2, training=False)
+        expected_total = float(tf.reduce_sum(tf.cast(features, "float64")))
+        for count, total in seen[1:]:
+            self.assertEqual(count, 48)
+            self.assertAllClose(total, expected_total, rtol=1e-5)
+        self.assertEqual([e.samples for e in callback.history.epochs], [48] * 4)
+
+    def test_replay_order_differs_between_epochs_and_is_seeded(self):
+        orders = []
+        for _ in range(2):
+            model = self._model()
+            callback = keras_learndrop.LearnDrop(schedule={1: 2}, seed=7)
+            _fit(model, callback, self.x, self.y, 2)
+            cache = callback._cache
+            self.assertIsNone(cache)  # released at the end of fit
+            orders.append(model.get_layer("dense").kernel.numpy())
+        self.assertAllEqual(orders[0], orders[1])
+
+    def test_stem_weights_are_not_read_during_replay(self):
+        results = []
+        for tamper in (False, True):
+            model = self._model()
+            callback = keras_learndrop.LearnDrop(schedule={1: 2}, seed=3)
+
+            class Tamper(keras.callbacks.Callback):
+                def on_epoch_begin(self, epoch, logs=None, tamper=tamper):
+                    if tamper and epoch == 2:
+                        conv = self.model.get_layer("conv1")
+                        conv.kernel.assign(conv.kernel * 5.0 + 1.0)
+
+            model.fit(
+                self.x,
+                self.y,
+                epochs=3,
+                batch_size=8,
+                verbose=0,
+                callbacks=[callback, Tamper()],
+            )
+            results.append(model.get_layer("dense").kernel.numpy())
+        self.assertAllEqual(results[0], results[1])
+
+    def test_a_new_fit_never_reuses_the_previous_cache(self):
+        model = self._model(recorder=True)
+        chain = graph.UnitChain(model)
+        recorder = model.get_layer("recorder")
+        callback = keras_learndrop.LearnDrop(schedule={1: 2}, keep_frozen=True)
+        _fit(model, callback, self.x, self.y, 3)
+        x2, y2 = tiny_models.data(24, seed=5)
+        recorder.reset()
+        _fit(model, callback, x2, y2, 1)
+        self.assertEqual(callback.history.epochs[-1].mode, "fill")
+        features = chain.forward(tf.constant(x2), 0, 2, training=False)
+        self.assertEqual(float(recorder.count.numpy()), 24)
+        self.assertAllClose(
+            recorder.total.numpy(),
+            float(tf.reduce_sum(tf.cast(features, "float64"))),
+            rtol=1e-5,
+        )
+
+    def test_class_weight_is_honoured_in_replay(self):
+        losses = {}
+        for name, class_weight in (
+            ("plain", None),
+            ("weighted", {0: 1.0, 1: 5.0, 2: 0.1}),
+        ):
+            model = self._model()
+            callback = keras_learndrop.LearnDrop(schedule={1: 2}, seed=1)
+            history = _fit(
+                model, callback, self.x, self.y, 3, class_weight=class_weight
+            )
+            losses[name] = history.history["loss"][-1]
+            self.assertEqual(callback.history.epochs[-1].mode, "replay")
+        self.assertNotAllClose(losses["plain"], losses["weighted"])
+
+    def test_unknown_length_dataset_replays_each_sample_once(self):
+        model = self._model(recorder=True)
+        recorder = model.get_layer("recorder")
+        dataset = (
+            tf.data.Dataset.from_tensor_slices((self.x, self.y))
+            .filter(lambda x, y: True)
+            .batch(10)
+        )
+        self.assertEqual(
+            int(dataset.cardinality()), int(tf.data.UNKNOWN_CARDINALITY)
+        )
+        counts = []
+
+        class Count(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                recorder.reset()
+
+            def on_epoch_end(self, epoch, logs=None):
+                counts.append(float(recorder.count.numpy()))
+
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        model.fit(dataset, epochs=4, verbose=0, callbacks=[callback, Count()])
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["full", "fill", "replay", "replay"],
+        )
+        self.assertEqual(counts[1:], [48, 48, 48])
+
+    def test_infinite_dataset_with_steps_per_epoch_runs_the_stem(self):
+        model = self._model()
+        dataset = (
+            tf.data.Dataset.from_tensor_slices((self.x, self.y))
+            .repeat()
+            .batch(8)
+        )
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        with self.assertWarnsRegex(UserWarning, "steps_per_epoch=3"):
+            model.fit(
+                dataset,
+                epochs=3,
+                steps_per_epoch=3,
+                verbose=0,
+                callbacks=[callback],
+            )
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["full", "stem_forward", "stem_forward"],
+        )
+        self.assertIn("steps_per_epoch=3", callback.history.notes[0])
+
+    @parameterized.named_parameters(
+        ("flip", keras.layers.RandomFlip("horizontal", seed=1)),
+        ("translation", keras.layers.RandomTranslation(0.1, 0.1, seed=1)),
+    )
+    def test_augmentation_in_the_stem_is_detected(self, layer):
+        model = self._model(front=[layer])
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        with self.assertWarnsRegex(UserWarning, "augmented_views"):
+            _fit(model, callback, self.x, self.y, 3)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["full", "stem_forward", "stem_forward"],
+        )
+
+    def test_augmented_views_are_filled_then_replayed_in_turn(self):
+        model = self._model(front=[keras.layers.RandomFlip(seed=1)])
+        callback = keras_learndrop.LearnDrop(schedule={1: 2}, augmented_views=2)
+        _fit(model, callback, self.x, self.y, 5)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["full", "fill", "fill", "replay", "replay"],
+        )
+        self.assertEqual(
+            callback.history.epochs[-1].cache_bytes, 2 * (48 * 96 * 4 + 48 * 8)
+        )
+
+    def test_declared_input_augmentation_disables_the_cache(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(
+            schedule={1: 2}, augmented_inputs=True
+        )
+        with self.assertWarns(UserWarning):
+            _fit(model, callback, self.x, self.y, 3)
+        self.assertEqual(callback.history.epochs[-1].mode, "stem_forward")
+
+    def test_memory_budget_exceeded_falls_back_to_the_stem(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(
+            schedule={1: 2}, memory_budget=1000
+        )
+        with self.assertWarnsRegex(UserWarning, "budget"):
+            _fit(model, callback, self.x, self.y, 3)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["full", "stem_forward", "stem_forward"],
+        )
+        self.assertIn("MiB", callback.history.notes[0])
+
+    @parameterized.named_parameters(
+        ("float16", "float16"), ("bfloat16", "bfloat16")
+    )
+    def test_low_precision_cache_halves_the_bytes(self, dtype):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(schedule={1: 2}, cache_dtype=dtype)
+        history = _fit(model, callback, self.x, self.y, 3)
+        self.assertEqual(
+            history.history["ld_cache_bytes"][-1], 48 * 96 * 2 + 48 * 8
+        )
+        self.assertTrue(np.isfinite(history.history["loss"][-1]))
+
+    def test_growing_stem_extends_the_cache_like_a_fresh_fill(self):
+        model = self._model()
+        chain = graph.UnitChain(model)
+        callback = keras_learndrop.LearnDrop(schedule={1: 1, 3: 3})
+        views = {}
+
+        class Spy(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if callback._cache is not None and callback._cache.views:
+                    views[epoch] = callback._cache.views[0]
+
+        _fit_result = model.fit(
+            self.x,
+            self.y,
+            epochs=5,
+            batch_size=8,
+            verbose=0,
+            callbacks=[callback, Spy()],
+        )
+        del _fit_result
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["full", "fill", "replay", "replay", "replay"],
+        )
+        view = views[2]  # extended to the 3-unit cut at the end of epoch 2
+        fresh = chain.forward(tf.constant(self.x), 0, 3, training=False)
+        # The cache is in Keras's shuffled fill order: compare sorted rows.
+        got = np.sort(view.features.numpy().reshape(48, -1), axis=0)
+        want = np.sort(fresh.numpy().reshape(48, -1), axis=0)
+        self.assertAllClose(got, want, atol=1e-5)
+        self.assertEqual(view.features.shape, (48, 8))
+        # Extension ran units 1-2 on the cache: counted in epoch 2's FLOPs.
+        flops = callback.history.unit_flops
+        record = callback.history.epochs[2]
+        self.assertEqual(
+            record.forward_flops, 48 * sum(flops[1:]) + 48 * sum(flops[1:3])
+        )
+
+    def test_forward_flops_follow_the_epoch_modes(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        _fit(model, callback, self.x, self.y, 3)
+        flops = callback.history.unit_flops
+        self.assertEqual(sum(flops), keras_learndrop.model_flops(model))
+        # conv1: 8*8*4 outputs of a 3x3x1 conv + bias, BN (4) and ReLU (1).
+        self.assertEqual(flops[0], 256 * (2 * 9 + 1) + 256 * 4 + 256)
+        full, head = 48 * sum(flops), 48 * sum(flops[2:])
+        self.assertEqual(
+            [e.forward_flops for e in callback.history.epochs],
+            [full, full, head],
+        )
+        self.assertAllClose(
+            callback.history.flops_reduction, 1 - (2 * full + head) / (3 * full)
+        )
+
+    def test_model_saves_and_loads_in_plain_keras(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        saved = {}
+
+        class SaveDuring(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 2:
+                    path = os.path.join(self_test.get_temp_dir(), "mid.keras")
+                    self.model.save(path)
+                    saved["mid"] = (path, self.model.predict(self_x, verbose=0))
+
+        self_test, self_x = self, self.x[:8]
+        model.fit(
+            self.x,
+            self.y,
+            epochs=3,
+            batch_size=8,
+            verbose=0,
+            callbacks=[callback, SaveDuring()],
+        )
+        path = os.path.join(self.get_temp_dir(), "end.keras")
+        model.save(path)
+        for file, expected in (
+            saved["mid"],
+            (path, model.predict(self.x[:8], verbose=0)),
+        ):
+            loaded = keras.models.load_model(file)
+            self.assertEqual(type(loaded), keras.Sequential)
+            self.assertEqual(len(loaded.layers), len(model.layers))
+            self.assertAllClose(
+                loaded.predict(self.x[:8], verbose=0), expected, atol=1e-6
+            )
+        loaded = keras.models.load_model(path)
+        # Saved at the end: the user's own flags (restore_trainable=True).
+        self.assertTrue(all(layer.trainable for layer in loaded.layers))
+
+    def test_restore_trainable_false_keeps_the_stem_frozen(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(
+            schedule={1: 2}, restore_trainable=False
+        )
+        _fit(model, callback, self.x, self.y, 2)
+        self.assertFalse(model.get_layer("conv2").trainable)
+        self.assertTrue(model.get_layer("conv3").trainable)
+
+    def test_callback_is_reusable_and_resets_per_fit(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        _fit(model, callback, self.x, self.y, 2)
+        _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs], ["full", "fill"]
+        )
+        # Keras's own step is back after fit: a plain fit trains every layer.
+        before = model.get_layer("conv1").kernel.numpy()
+        model.fit(self.x, self.y, epochs=1, verbose=0)
+        self.assertNotAllClose(before, model.get_layer("conv1").kernel.numpy())
+
+    def test_finds_the_epoch_iterator_of_fit(self):
+        found = {}
+
+        class Probe(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                found["it"] = callback_lib._fit_epoch_iterator(self.model)
+
+        model = self._model()
+        model.fit(
+            self.x,
+            self.y,
+            epochs=1,
+            batch_size=8,
+            verbose=0,
+            callbacks=[Probe()],
+        )
+        iterator = found["it"]
+        # What LearnDrop reads from Keras's EpochIterator.
+        self.assertEqual(iterator.num_batches, 6)
+        self.assertIsNone(iterator.steps_per_epoch)
+        self.assertEqual(iterator.data_adapter.num_batches, 6)
+        self.assertTrue(callable(iterator._get_iterator))
+
+
+if __name__ == "__main__":
+    tf.test.main()
