@@ -8,6 +8,8 @@ goes to `report.LearnDropHistory`.
 """
 
 import inspect
+import json
+import os
 import time
 import warnings
 
@@ -99,6 +101,12 @@ class LearnDrop(keras.callbacks.Callback):
         schedule: Dict or `None`. Replaces the scores' decisions by a fixed
             plan `{evaluation number: stem size}` (for benchmarks and
             ablations; see `policy.FixedSchedule`). Defaults to `None`.
+        backup_dir: Path or `None`. Give the `backup_dir` of a
+            `keras.callbacks.BackupAndRestore` callback: LearnDrop then
+            saves its state there at every epoch end and, when a `fit` that
+            crashed is resumed, restores the frozen stem, the scores and the
+            cache policy (the cache is refilled from the data). Defaults to
+            `None`.
 
     Raises:
         ValueError: for an argument out of range.
@@ -140,6 +148,7 @@ class LearnDrop(keras.callbacks.Callback):
         seed=None,
         verbose=0,
         schedule=None,
+        backup_dir=None,
     ):
         super().__init__()
         _check_number("threshold", threshold, 0.0, 1.0, low_open=True)
@@ -168,6 +177,15 @@ class LearnDrop(keras.callbacks.Callback):
                 f"a stem size, or None. Received: schedule={schedule!r}."
             )
         self.schedule = schedule
+        if backup_dir is not None and not isinstance(
+            backup_dir, (str, os.PathLike)
+        ):
+            raise TypeError(
+                "`backup_dir` must be a path (the `backup_dir` of your "
+                "`keras.callbacks.BackupAndRestore`) or None. Received: "
+                f"backup_dir={backup_dir!r}."
+            )
+        self.backup_dir = backup_dir
         self.threshold = threshold
         self.patience = patience
         self.warmup = warmup
@@ -222,7 +240,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._function = train_step.TrainFunction(model, self._store_batch)
         self._function.step = self._step
         model.train_function = self._function
-        self._evaluations_in_fit = 0
+        self._first_epoch = True
 
     def _start_afresh(self, model):
         self._chain = graph.UnitChain(model)
@@ -247,6 +265,9 @@ class LearnDrop(keras.callbacks.Callback):
         self._change_history = []
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self._first_epoch = False
+            self._restore_state(epoch)
         self._epoch_start = time.perf_counter()
         self._extend_flops = 0
         mode = self._epoch_mode()
@@ -272,6 +293,7 @@ class LearnDrop(keras.callbacks.Callback):
         record.forward_flops += self._extend_flops
         record.seconds = time.perf_counter() - self._epoch_start
         self._write_logs(logs, record)
+        self._save_state(epoch)
         if self.verbose:
             logging.info(
                 "LearnDrop epoch %d: %s, %d/%d units frozen, cache %.1f MiB, "
@@ -295,6 +317,71 @@ class LearnDrop(keras.callbacks.Callback):
                     layer.trainable = self._trainable[id(layer)]
         self._cache = None
         self._fit_iterator = None
+        path = self._state_path()
+        if path and os.path.exists(path):
+            os.remove(path)
+
+    # ---- crash and resume ------------------------------------------------
+
+    def _state_path(self):
+        if self.backup_dir is None:
+            return None
+        return os.path.join(self.backup_dir, "learndrop_state.json")
+
+    def _save_state(self, epoch):
+        path = self._state_path()
+        if path is None:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        state = {
+            "epoch": epoch,
+            "policy": self._policy.get_state(),
+            "change_history": [
+                [None if np.isnan(c) else float(c) for c in row]
+                for row in self._change_history
+            ],
+            "history": self.history.to_dict(),
+            "run_seed": self._run_seed,
+            "cache_note": self._cache_note,
+        }
+        with open(path + ".tmp", "w") as file:
+            json.dump(state, file)
+        os.replace(path + ".tmp", path)
+
+    def _restore_state(self, epoch):
+        """Resumes a crashed `fit` that `BackupAndRestore` restarts at epoch.
+
+        `BackupAndRestore` has restored the weights and the optimizer by the
+        first `on_epoch_begin`, whatever the order of the callbacks.
+        """
+        path = self._state_path()
+        if epoch == 0 or path is None or not os.path.exists(path):
+            return
+        with open(path) as file:
+            state = json.load(file)
+        history = report.LearnDropHistory.from_dict(state["history"])
+        if state["epoch"] != epoch - 1 or (
+            history.unit_names != self.history.unit_names
+        ):
+            warnings.warn(
+                f"LearnDrop: the state in {path} is for epoch "
+                f"{state['epoch'] + 1} of a model with units "
+                f"{history.unit_names[:3]}..., not for resuming epoch "
+                f"{epoch + 1} of this model; starting afresh.",
+                stacklevel=2,
+            )
+            return
+        self._policy.set_state(state["policy"])
+        self._change_history = [
+            np.array([np.nan if c is None else c for c in row])
+            for row in state["change_history"]
+        ]
+        self.history = history
+        self._run_seed = state["run_seed"]
+        self._cache_note = self._cache_note or state["cache_note"]
+        self._freeze(self._policy.stem_size)
+        self._check_stochastic_stem()
+        self._tracker.snapshot()
 
     # ---- epoch modes and the cache -------------------------------------
 
