@@ -39,9 +39,10 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from keras_learndrop.backend import keras, tf
+from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 DEFAULT_SHARED_DIR = os.path.join(os.path.dirname(_REPO_ROOT), "shared", "data")
 SHARED_DIR_ENV = "LEARNDROP_SHARED_DATA"
@@ -424,7 +425,7 @@ def _load_tfds(spec, data_dir, image_size):
         shown_dir = data_dir or "the default ~/tensorflow_datasets"
         raise ValueError(
             f"The tensorflow-datasets data set {tfds_name!r} is not prepared "
-            f"in data_dir={data_dir!r} ({shown_dir}), and nothing is "
+            f"in {shown_dir}, and nothing is "
             "downloaded here. Prepare it on a machine with internet access "
             f"with `tfds build {tfds_name} --data_dir=DIR` and copy DIR "
             "here, then pass data_dir=DIR (or set TFDS_DATA_DIR); or use "
@@ -664,7 +665,7 @@ def _extract(archive, archive_path, image_dir):
     tmp_dir = tempfile.mkdtemp(prefix=".extracting-", dir=parent)
     try:
         with tarfile.open(archive_path, "r:gz") as tar:
-            tar.extractall(tmp_dir, filter="data")
+            _extract_all(tar, tmp_dir)
         try:
             os.rename(tmp_dir, image_dir)
         except OSError:
@@ -679,6 +680,27 @@ def _extract(archive, archive_path, image_dir):
         image_dir,
         time.perf_counter() - start,
     )
+
+
+def _extract_all(tar, directory):
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(directory, filter="data")
+        return
+    # Pythons before 3.10.12 have no extraction filters: accept only plain
+    # files and folders that stay inside `directory`.
+    for member in tar.getmembers():
+        parts = member.name.replace("\\", "/").split("/")
+        if (
+            not (member.isfile() or member.isdir())
+            or os.path.isabs(member.name)
+            or ".." in parts
+        ):
+            raise ValueError(
+                f"Refusing to extract {member.name!r} from {tar.name}: "
+                "only plain files and folders inside the archive are "
+                "expected."
+            )
+    tar.extractall(directory)
 
 
 def _read_npz(npz_path, archive):
