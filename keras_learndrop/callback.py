@@ -433,7 +433,8 @@ class LearnDrop(keras.callbacks.Callback):
         self._cache_note = reason
         self._cache = None
         self.history.note(reason)
-        warnings.warn(f"LearnDrop: {reason}.", stacklevel=2)
+        if self.cache != "off":  # Asked for: no need to warn.
+            warnings.warn(f"LearnDrop: {reason}.", stacklevel=2)
 
     def _store_batch(self, features, y, sample_weight):
         strategy = self.model.distribute_strategy
