@@ -67,9 +67,11 @@ class Unit:
 
     @property
     def trainable_weights(self):
-        """The unit's weights that training would update."""
+        """The unit's weights that training would update now."""
         return _unique(
-            w for layer in self.layers for w in layer.trainable_weights
+            w
+            for layer in self.layers
+            for w in getattr(layer, "trainable_weights", ())
         )
 
     @property
@@ -93,14 +95,14 @@ class UnitChain:
 
     >>> model = keras.Sequential([
     ...     keras.Input((8, 8, 1)),
-    ...     keras.layers.Conv2D(4, 3, activation="relu"),
-    ...     keras.layers.Conv2D(4, 3, activation="relu"),
-    ...     keras.layers.GlobalAveragePooling2D(),
-    ...     keras.layers.Dense(2),
+    ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv1"),
+    ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(name="pool"),
+    ...     keras.layers.Dense(2, name="dense"),
     ... ])
     >>> chain = UnitChain(model)
-    >>> [unit.name for unit in chain.units]
-    ['conv2d', 'conv2d_1', 'dense']
+    >>> [[layer.name for layer in unit.layers] for unit in chain.units]
+    [['conv1'], ['conv2', 'pool'], ['dense']]
     """
 
     def __init__(self, model):
@@ -110,7 +112,7 @@ class UnitChain:
         self.output = graph.outputs[0]
         steps = _flatten(graph)
         steps, cuts = _live_steps_and_cuts(steps, self.input, self.output)
-        self.units = _group_units(steps, cuts, self.input)
+        self.units = _group_units(steps, cuts, self.input, self.output)
 
     def __len__(self):
         return len(self.units)
@@ -185,7 +187,9 @@ def _single_input_output(graph, model):
         raise ValueError(
             f"LearnDrop supports models with exactly one input and one "
             f"output. Received: model {model.name!r} with "
-            f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs."
+            f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs. "
+            "Merge the inputs (e.g. concatenate them) or train the model "
+            "without LearnDrop."
         )
 
 
@@ -262,13 +266,22 @@ def _live_steps_and_cuts(steps, model_input, model_output):
     return steps, cuts
 
 
+def _learnable_weights(operation):
+    """Weights that training would update if the layer were trainable.
+
+    A layer the user froze (`trainable=False`) still counts, so a frozen
+    backbone keeps its own units; BatchNorm moving statistics do not.
+    """
+    return [w for w in getattr(operation, "weights", ()) if w.trainable]
+
+
 def _is_learning_layer(layer):
-    return bool(layer.trainable_weights) and not isinstance(
+    return bool(_learnable_weights(layer)) and not isinstance(
         layer, _NORMALIZATION_LAYERS
     )
 
 
-def _group_units(steps, cuts, model_input):
+def _group_units(steps, cuts, model_input, model_output):
     segments = []
     start, entry = 0, id(model_input)
     for i, tensor_id in cuts:
@@ -282,6 +295,7 @@ def _group_units(steps, cuts, model_input):
     segments = _merge_weightless(segments)
     segments = _merge_shared_layers(segments)
     tensors = _tensors_by_id(steps, model_input)
+    tensors[id(model_output)] = model_output
     units = []
     for index, (entry, seg_steps, exit_) in enumerate(segments):
         layers = _unique(s.node.operation for s in seg_steps if s.node)
@@ -329,7 +343,9 @@ def _merge_shared_layers(segments):
         owner = {}
         for index, (_, seg_steps, _) in enumerate(segments):
             for step in seg_steps:
-                if step.node is None or not step.node.operation.weights:
+                if step.node is None or not getattr(
+                    step.node.operation, "weights", None
+                ):
                     continue
                 first = owner.setdefault(id(step.node.operation), index)
                 if first != index:

@@ -45,7 +45,7 @@ def change_scores(delta_norms, previous_norms, eps=EPSILON):
 
     Example:
 
-    >>> change_scores([0.5, 0.0], [2.0, 1.0]).tolist()
+    >>> change_scores([0.5, 0.0], [2.0, 1.0], eps=0.0).tolist()
     [0.25, 0.0]
     """
     delta = np.asarray(delta_norms, dtype=np.float64)
