@@ -271,8 +271,16 @@ def _learnable_weights(operation):
 
     A layer the user froze (`trainable=False`) still counts, so a frozen
     backbone keeps its own units; BatchNorm moving statistics do not.
+    Keras 3 clears `variable.trainable` when a layer is frozen, but keeps
+    the variables created as trainable in `_trainable_variables`.
     """
-    return [w for w in getattr(operation, "weights", ()) if w.trainable]
+    if not isinstance(operation, keras.layers.Layer):
+        return []
+    return [
+        w
+        for layer in operation._flatten_layers(include_self=True)
+        for w in layer._trainable_variables
+    ]
 
 
 def _is_learning_layer(layer):
