@@ -120,12 +120,12 @@ class StemCache:
         """
         batch = int(features.shape[0])
         self.batch_size = max(self.batch_size, batch)
-        with tf.device(self.device):
-            stored = (
-                tf.identity(tf.cast(features, self.dtype)),
-                None if y is None else tf.identity(y),
-                None if sample_weight is None else tf.identity(sample_weight),
-            )
+        try:
+            stored = self._place(features, y, sample_weight)
+        except tf.errors.ResourceExhaustedError:
+            # The accelerator is full: the cache moves to host memory.
+            self._move_to("/CPU:0")
+            stored = self._place(features, y, sample_weight)
         size = sum(_nbytes(t) for t in stored)
         if expected_batches and not self._pending and not self.views:
             projected = size * expected_batches * views
@@ -133,6 +133,27 @@ class StemCache:
         self._check_budget(self.nbytes + size)
         self._pending.append(stored)
         self._pending_bytes += size
+
+    def _place(self, features, y, sample_weight):
+        with tf.device(self.device):
+            return (
+                tf.identity(tf.cast(features, self.dtype)),
+                None if y is None else tf.identity(y),
+                None if sample_weight is None else tf.identity(sample_weight),
+            )
+
+    def _move_to(self, device):
+        self.device = device
+
+        def move(t):
+            return None if t is None else tf.identity(t)
+
+        with tf.device(device):
+            self._pending = [tuple(move(t) for t in b) for b in self._pending]
+            self.views = [
+                View(move(v.features), move(v.y), move(v.sample_weight))
+                for v in self.views
+            ]
 
     def _check_budget(self, size):
         if size > self.memory_budget:
