@@ -176,6 +176,14 @@ class LearnDrop(keras.callbacks.Callback):
                 "`schedule` must be a dict mapping an evaluation number to "
                 f"a stem size, or None. Received: schedule={schedule!r}."
             )
+        for evaluation, size in (schedule or {}).items():
+            valid = _is_int(evaluation) and _is_int(size)
+            if not valid or evaluation < 1 or size < 0:
+                raise (ValueError if valid else TypeError)(
+                    "`schedule` maps evaluation numbers (integers >= 1) to "
+                    "stem sizes (integers >= 0). Received: "
+                    f"{{{evaluation!r}: {size!r}}} in schedule={schedule!r}."
+                )
         self.schedule = schedule
         if backup_dir is not None and not isinstance(
             backup_dir, (str, os.PathLike)
@@ -183,6 +191,12 @@ class LearnDrop(keras.callbacks.Callback):
             raise TypeError(
                 "`backup_dir` must be a path (the `backup_dir` of your "
                 "`keras.callbacks.BackupAndRestore`) or None. Received: "
+                f"backup_dir={backup_dir!r}."
+            )
+        if backup_dir is not None and not os.fspath(backup_dir):
+            raise ValueError(
+                "`backup_dir` must not be empty: pass the `backup_dir` of "
+                "your `keras.callbacks.BackupAndRestore`, or None. Received: "
                 f"backup_dir={backup_dir!r}."
             )
         self.backup_dir = backup_dir
@@ -211,6 +225,17 @@ class LearnDrop(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         model = self.model
         _check_model(model)
+        stale = getattr(model, "train_function", None)
+        if isinstance(stale, train_step.TrainFunction):
+            # A fit that ended with an exception skipped `on_train_end`:
+            # give the layers it froze back before reading their flags.
+            stale.release()
+        self._fit_iterator = _fit_epoch_iterator(model)
+        if not model.built and self._fit_iterator is not None:
+            # Keras builds a model without an `Input` in its first step,
+            # after `on_train_begin`; LearnDrop needs the graph now.
+            model._symbolic_build(iterator=self._fit_iterator)
+            self._fit_iterator.reset()
         keep = self.keep_frozen and self._chain is not None
         if not keep or self._chain.model is not model:
             self._start_afresh(model)
@@ -223,7 +248,6 @@ class LearnDrop(keras.callbacks.Callback):
         self._trainable = {
             id(layer): layer.trainable for layer in _all_layers(model)
         }
-        self._fit_iterator = _fit_epoch_iterator(model)
         self._run_seed = (
             self.seed
             if self.seed is not None
@@ -237,10 +261,16 @@ class LearnDrop(keras.callbacks.Callback):
         self._tracker = scoring.WeightTracker(
             [unit.trainable_weights for unit in self._chain.units]
         )
-        self._function = train_step.TrainFunction(model, self._store_batch)
+        self._function = train_step.TrainFunction(
+            model,
+            self._store_batch,
+            on_release=self._restore_flags,
+            epoch_iterator=self._fit_iterator,
+        )
         self._function.step = self._step
         model.train_function = self._function
         self._first_epoch = True
+        self._saved_state = None
 
     def _start_afresh(self, model):
         self._chain = graph.UnitChain(model)
@@ -267,7 +297,11 @@ class LearnDrop(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch:
             self._first_epoch = False
-            self._restore_state(epoch)
+            if not self._restore_state(epoch):
+                # `BackupAndRestore` may have loaded weights after this
+                # callback's `on_train_begin`: score from those.
+                self._tracker.snapshot()
+                self._reference_epoch = epoch - 1
         self._epoch_start = time.perf_counter()
         self._extend_flops = 0
         mode = self._epoch_mode()
@@ -309,17 +343,20 @@ class LearnDrop(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._skip_fit_input(False)
         if self._function is not None:
-            self._function.active = False
+            self._function.release()
         self.model.train_function = None
+        self._cache = None
+        self._fit_iterator = None
+        if self.backup_dir is not None and os.path.isdir(self.backup_dir):
+            for name in os.listdir(self.backup_dir):
+                if name.startswith("learndrop_"):
+                    os.remove(os.path.join(self.backup_dir, name))
+
+    def _restore_flags(self):
         if self.restore_trainable:
             for layer in _all_layers(self.model):
                 if id(layer) in self._trainable:
                     layer.trainable = self._trainable[id(layer)]
-        self._cache = None
-        self._fit_iterator = None
-        path = self._state_path()
-        if path and os.path.exists(path):
-            os.remove(path)
 
     # ---- crash and resume ------------------------------------------------
 
@@ -328,7 +365,20 @@ class LearnDrop(keras.callbacks.Callback):
             return None
         return os.path.join(self.backup_dir, "learndrop_state.json")
 
+    def _reference_path(self, epoch):
+        return os.path.join(
+            self.backup_dir, f"learndrop_reference_{epoch + 1}.npz"
+        )
+
     def _save_state(self, epoch):
+        """Writes the state at the end of `epoch` (and the one before).
+
+        `BackupAndRestore` writes the weights in its own `on_epoch_end`,
+        before or after this one: a crash between the two resumes from
+        the previous epoch, so its state is kept too. With
+        `eval_every > 1` the weights of the last evaluation, which the
+        next change scores compare against, are saved as well.
+        """
         path = self._state_path()
         if path is None:
             return
@@ -343,34 +393,79 @@ class LearnDrop(keras.callbacks.Callback):
             "history": self.history.to_dict(),
             "run_seed": self._run_seed,
             "cache_note": self._cache_note,
+            "reference_epoch": self._reference_epoch,
         }
+        references = {
+            self._reference_path(s["reference_epoch"])
+            for s in (state, self._saved_state)
+            if s is not None and s["reference_epoch"] != s["epoch"]
+        }
+        reference = self._reference_path(self._reference_epoch)
+        if reference in references and not os.path.exists(reference):
+            np.savez(reference + ".tmp.npz", *self._tracker.reference())
+            os.replace(reference + ".tmp.npz", reference)
         with open(path + ".tmp", "w") as file:
-            json.dump(state, file)
+            json.dump(dict(state, previous=self._saved_state), file)
         os.replace(path + ".tmp", path)
+        self._saved_state = state
+        for name in os.listdir(self.backup_dir):
+            file = os.path.join(self.backup_dir, name)
+            if name.startswith("learndrop_reference_") and (
+                file not in references
+            ):
+                os.remove(file)
 
     def _restore_state(self, epoch):
         """Resumes a crashed `fit` that `BackupAndRestore` restarts at epoch.
 
         `BackupAndRestore` has restored the weights and the optimizer by the
         first `on_epoch_begin`, whatever the order of the callbacks.
+
+        Returns:
+            Whether a state was restored.
         """
         path = self._state_path()
         if epoch == 0 or path is None or not os.path.exists(path):
-            return
-        with open(path) as file:
-            state = json.load(file)
-        history = report.LearnDropHistory.from_dict(state["history"])
-        if state["epoch"] != epoch - 1 or (
-            history.unit_names != self.history.unit_names
-        ):
+            return False
+        try:
+            with open(path) as file:
+                saved = json.load(file)
+            state = next(
+                (
+                    s
+                    for s in (saved, saved.get("previous"))
+                    if s is not None and s["epoch"] == epoch - 1
+                ),
+                None,
+            )
+            history = state and report.LearnDropHistory.from_dict(
+                state["history"]
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
             warnings.warn(
-                f"LearnDrop: the state in {path} is for epoch "
-                f"{state['epoch'] + 1} of a model with units "
-                f"{history.unit_names[:3]}..., not for resuming epoch "
-                f"{epoch + 1} of this model; starting afresh.",
+                f"LearnDrop: cannot read the state in {path} ({error}); "
+                "starting afresh.",
                 stacklevel=2,
             )
-            return
+            return False
+        if state is None:
+            warnings.warn(
+                f"LearnDrop: the state in {path} was saved after epoch "
+                f"{saved['epoch'] + 1}, but fit resumes at epoch {epoch + 1} "
+                f"(it needs the state saved after epoch {epoch}); starting "
+                "afresh.",
+                stacklevel=2,
+            )
+            return False
+        if history.unit_names != self.history.unit_names:
+            warnings.warn(
+                f"LearnDrop: the state in {path} is for a model with units "
+                f"{history.unit_names[:3]}..., not for this model with units "
+                f"{self.history.unit_names[:3]}...; starting afresh. Give "
+                "each model its own `backup_dir`.",
+                stacklevel=2,
+            )
+            return False
         self._policy.set_state(state["policy"])
         self._change_history = [
             np.array([np.nan if c is None else c for c in row])
@@ -382,6 +477,25 @@ class LearnDrop(keras.callbacks.Callback):
         self._freeze(self._policy.stem_size)
         self._check_stochastic_stem()
         self._tracker.snapshot()
+        self._reference_epoch = state.get("reference_epoch", epoch - 1)
+        self._saved_state = state
+        if self._reference_epoch != epoch - 1:
+            self._restore_reference()
+        return True
+
+    def _restore_reference(self):
+        path = self._reference_path(self._reference_epoch)
+        try:
+            with np.load(path) as data:
+                arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+            self._tracker.set_reference(arrays)
+        except (OSError, ValueError) as error:
+            warnings.warn(
+                f"LearnDrop: cannot read the weights of the last evaluation "
+                f"from {path} ({error}); the next change scores measure the "
+                "change since the resumed epoch only.",
+                stacklevel=2,
+            )
 
     # ---- epoch modes and the cache -------------------------------------
 
@@ -445,10 +559,16 @@ class LearnDrop(keras.callbacks.Callback):
         if self._cache is None:
             self._cache = stem_cache.StemCache(
                 self.cache_dtype,
-                self.memory_budget or stem_cache.default_memory_budget(),
+                (
+                    stem_cache.default_memory_budget()
+                    if self.memory_budget is None
+                    else self.memory_budget
+                ),
                 stem_cache.default_device(),
             )
         expected = self._fit_iterator.num_batches
+        if expected is not None:
+            expected *= len(parts[0])
         try:
             for i in range(len(parts[0])):
                 self._cache.add(
@@ -461,6 +581,13 @@ class LearnDrop(keras.callbacks.Callback):
         except stem_cache.CacheBudgetExceeded as error:
             self._refuse_cache(f"{error}; the stem runs forward instead")
             self._function.mode = "stem_forward"
+            return
+        # Under a distribution strategy each replica's part is stored
+        # apart; replay splits its batches among the replicas again, so
+        # they must have the global size of fit's batches.
+        self._cache.batch_size = max(
+            self._cache.batch_size, sum(int(p.shape[0]) for p in parts[0])
+        )
 
     def _finish_fill(self):
         if self._cache is None:
@@ -495,10 +622,21 @@ class LearnDrop(keras.callbacks.Callback):
     def _evaluate(self, epoch, logs):
         stem = self._policy.stem_size
         delta, previous = self._tracker.measure(first_unit=stem)
+        self._reference_epoch = epoch
         change = scoring.change_scores(delta, previous)
         self._change_history.append(change)
         continuation = scoring.continuation_scores(self._change_history)
-        new_stem = self._policy.update(continuation)
+        # Weights that are NaN or inf (a diverged step) tell nothing about
+        # settling, and NaN is the policy's mark of a frozen unit: such a
+        # unit must not pass for settled.
+        diverged = ~np.isfinite(change)
+        diverged[:stem] = False
+        if diverged.any():
+            self.history.note(
+                f"non-finite weights at epoch {epoch + 1} in units "
+                f"{np.flatnonzero(diverged).tolist()}: not frozen"
+            )
+        new_stem = self._policy.update(np.where(diverged, np.inf, continuation))
         self.history.evaluations.append(
             report.Evaluation(epoch, list(change), list(continuation), new_stem)
         )
@@ -538,7 +676,9 @@ class LearnDrop(keras.callbacks.Callback):
 
             try:
                 self._cache.extend(
-                    tf.function(run_new_units, reduce_retracing=True),
+                    tf.function(
+                        run_new_units, reduce_retracing=True, autograph=False
+                    ),
                     self._cache.batch_size,
                 )
             except stem_cache.CacheBudgetExceeded as error:
@@ -638,8 +778,12 @@ def _check_model(model):
         )
 
 
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not _is_int(value):
         raise TypeError(
             f"`{name}` must be an integer. Received: {name}={value!r} of "
             f"type {type(value).__name__}."

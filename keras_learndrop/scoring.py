@@ -112,6 +112,32 @@ class WeightTracker:
             for weights in self._unit_weights
         ]
 
+    def reference(self):
+        """Returns the weights of the last snapshot, as NumPy arrays.
+
+        One flat list, unit by unit, for saving beside a backup.
+        """
+        return [t.numpy() for weights in self._previous for t in weights]
+
+    def set_reference(self, arrays):
+        """Makes `arrays` (from `reference()`) the last snapshot.
+
+        Raises:
+            ValueError: if they do not match the tracked weights.
+        """
+        flat = [w for weights in self._unit_weights for w in weights]
+        shapes = [tuple(w.shape) for w in flat]
+        if [tuple(np.shape(a)) for a in arrays] != shapes:
+            raise ValueError(
+                f"The reference weights have shapes "
+                f"{[tuple(np.shape(a)) for a in arrays]}, not {shapes}."
+            )
+        values = iter(arrays)
+        self._previous = [
+            [tf.constant(next(values), dtype=w.dtype) for w in weights]
+            for weights in self._unit_weights
+        ]
+
     def measure(self, first_unit=0):
         """Returns norms of the change since the last snapshot, and snapshots.
 

@@ -21,6 +21,7 @@ so the optimizer keeps its slots and iteration count and learning-rate
 schedules carry on.
 """
 
+import sys
 import warnings
 
 from keras.src.backend.tensorflow.trainer import reduce_per_replica
@@ -63,7 +64,13 @@ class HeadStep:
         self._build()
 
     def _build(self):
-        options = dict(reduce_retracing=True, jit_compile=self.jit_compile)
+        # Like Keras's own steps, these run no Python control flow on
+        # tensors, so AutoGraph is off (it only slows tracing down).
+        options = dict(
+            reduce_retracing=True,
+            jit_compile=self.jit_compile,
+            autograph=False,
+        )
         self.full_step = tf.function(self._distributed_full, **options)
         self.stem_step = tf.function(self._distributed_stem, **options)
         self.replay_step = tf.function(self._distributed_replay, **options)
@@ -142,6 +149,10 @@ class TrainFunction:
         model: The compiled Keras model.
         on_batch: Callable receiving `(features, y, sample_weight)` of every
             batch in `"fill"` mode, as per-replica tuples.
+        on_release: Callable or `None`, called once by `release()`: it gives
+            the model back to the user (restores `trainable` flags).
+        epoch_iterator: The `EpochIterator` of the `fit` call this function
+            serves, or `None` when it is unknown.
 
     Attributes:
         mode: String, one of `EPOCH_MODES`.
@@ -149,14 +160,19 @@ class TrainFunction:
             freezing).
         samples: Integer. Training samples processed since `begin_epoch`.
         exhausted: Boolean. Whether the input ran out during this epoch.
+        active: Boolean. False after `release()`: calls go to Keras's own
+            training step.
     """
 
-    def __init__(self, model, on_batch):
+    def __init__(self, model, on_batch, on_release=None, epoch_iterator=None):
         self.model = model
         self.on_batch = on_batch
+        self.on_release = on_release
+        self.epoch_iterator = epoch_iterator
         self.mode = "full"
         self.step = None
         self.active = True
+        self._last_iterator = None
         self._replay_view = None
         self._replay_indices = None
         self.begin_epoch("full")
@@ -172,10 +188,25 @@ class TrainFunction:
         self.steps = 0
         self.exhausted = False
 
+    def release(self):
+        """Hands the model back to Keras's own training step (once)."""
+        if self.active:
+            self.active = False
+            self._last_iterator = self._replay_view = None
+            if self.on_release is not None:
+                self.on_release()
+
     def __call__(self, iterator):
+        if self.active and iterator is not self._last_iterator:
+            # Once per epoch (Keras passes one iterator per epoch).
+            self._last_iterator = iterator
+            if self._called_by_another_fit():
+                # A fit that ended with an exception never reached
+                # `on_train_end`, so this function stayed in
+                # `model.train_function` and a later `fit` without
+                # LearnDrop calls it.
+                self.release()
         if not self.active:
-            # A fit that ended without `on_train_end` (an exception) left
-            # this function in place: hand back to Keras's own step.
             self.model.make_train_function(force=True)
             return self.model.train_function(iterator)
         logs = None
@@ -188,6 +219,16 @@ class TrainFunction:
                     raise StopIteration from None
                 break
         return logs
+
+    def _called_by_another_fit(self):
+        if self.epoch_iterator is None:
+            return False
+        frame = sys._getframe(2)  # this, __call__, then the caller.
+        return (
+            frame.f_code.co_name == "fit"
+            and frame.f_locals.get("self") is self.model
+            and frame.f_locals.get("epoch_iterator") is not self.epoch_iterator
+        )
 
     def _one_step(self, iterator):
         if self.mode == "replay":
