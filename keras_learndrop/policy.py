@@ -66,6 +66,11 @@ class FreezePolicy:
             before).
         """
         scores = np.asarray(continuation, dtype=np.float64)
+        if scores.shape != (self.num_units,):
+            raise ValueError(
+                f"`continuation` must hold one score per unit "
+                f"({self.num_units}). Received: shape {scores.shape}."
+            )
         self.evaluations += 1
         settled = np.isnan(scores) | (scores <= self.threshold)
         if self.evaluations <= self.warmup:

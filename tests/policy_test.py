@@ -209,3 +209,10 @@ class FixedScheduleTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class ScoreLengthTest(tf.test.TestCase):
+    def test_scores_of_the_wrong_length_are_refused(self):
+        freeze = policy.FreezePolicy(3, 0.5, 1, 0, 0.7)
+        with self.assertRaisesRegex(ValueError, r"\(3\).*\(1,\)"):
+            freeze.update([0.1])
