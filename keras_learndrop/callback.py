@@ -70,8 +70,9 @@ class LearnDrop(keras.callbacks.Callback):
             `"auto"`.
         cache_dtype: One of `"float32"`, `"float16"`, `"bfloat16"`: dtype of
             the cached features. Defaults to `"float32"`.
-        memory_budget: Integer bytes, or `None` for half of the memory
-            available when training starts. Defaults to `None`.
+        memory_budget: Integer bytes (`0` never caches), or `None` for half
+            of the memory available when training starts. Defaults to
+            `None`.
         augmented_inputs: Boolean. Declare that the input pipeline draws
             random augmentations, so a cached view would be stale. Random
             layers in the stem (`RandomFlip`, `Dropout`, ...) are detected
@@ -105,7 +106,9 @@ class LearnDrop(keras.callbacks.Callback):
             `keras.callbacks.BackupAndRestore` callback: LearnDrop then
             saves its state there at every epoch end and, when a `fit` that
             crashed is resumed, restores the frozen stem, the scores and the
-            cache policy (the cache is refilled from the data). Defaults to
+            cache policy (the cache is refilled from the data). Put
+            LearnDrop before `BackupAndRestore` in `callbacks`: a crash
+            between their two saves then loses nothing. Defaults to
             `None`.
 
     Raises:
@@ -401,17 +404,23 @@ class LearnDrop(keras.callbacks.Callback):
             if s is not None and s["reference_epoch"] != s["epoch"]
         }
         reference = self._reference_path(self._reference_epoch)
+        # Workers sharing a directory write the same state: each through
+        # its own temporary file, so that every rename is atomic.
+        tmp = f".tmp{os.getpid()}"
         if reference in references and not os.path.exists(reference):
-            np.savez(reference + ".tmp.npz", *self._tracker.reference())
-            os.replace(reference + ".tmp.npz", reference)
-        with open(path + ".tmp", "w") as file:
+            with open(reference + tmp, "wb") as file:
+                np.savez(file, *self._tracker.reference())
+            os.replace(reference + tmp, reference)
+        with open(path + tmp, "w") as file:
             json.dump(dict(state, previous=self._saved_state), file)
-        os.replace(path + ".tmp", path)
+        os.replace(path + tmp, path)
         self._saved_state = state
         for name in os.listdir(self.backup_dir):
             file = os.path.join(self.backup_dir, name)
-            if name.startswith("learndrop_reference_") and (
-                file not in references
+            if (
+                name.startswith("learndrop_reference_")
+                and name.endswith(".npz")
+                and file not in references
             ):
                 os.remove(file)
 
@@ -438,6 +447,11 @@ class LearnDrop(keras.callbacks.Callback):
                 ),
                 None,
             )
+            # With `BackupAndRestore` first in `callbacks`, a crash between
+            # its save and this callback's leaves the state one epoch
+            # behind the weights: resume from it, less one evaluation.
+            lagging = state is None and saved["epoch"] == epoch - 2
+            state = saved if lagging else state
             history = state and report.LearnDropHistory.from_dict(
                 state["history"]
             )
@@ -466,6 +480,16 @@ class LearnDrop(keras.callbacks.Callback):
                 stacklevel=2,
             )
             return False
+        if lagging:
+            warnings.warn(
+                f"LearnDrop: the state in {path} was saved after epoch "
+                f"{epoch - 1}, the weights after epoch {epoch}: the "
+                f"evaluation of epoch {epoch} is lost (the process stopped "
+                "between the two saves). Resuming with the stem and scores "
+                f"of epoch {epoch - 1}. Put LearnDrop before "
+                "BackupAndRestore in `callbacks` to close this gap.",
+                stacklevel=2,
+            )
         self._policy.set_state(state["policy"])
         self._change_history = [
             np.array([np.nan if c is None else c for c in row])
@@ -477,9 +501,11 @@ class LearnDrop(keras.callbacks.Callback):
         self._freeze(self._policy.stem_size)
         self._check_stochastic_stem()
         self._tracker.snapshot()
-        self._reference_epoch = state.get("reference_epoch", epoch - 1)
-        self._saved_state = state
-        if self._reference_epoch != epoch - 1:
+        state.pop("previous", None)
+        self._saved_state = None if lagging else state
+        self._reference_epoch = epoch - 1
+        if not lagging and state["reference_epoch"] != epoch - 1:
+            self._reference_epoch = state["reference_epoch"]
             self._restore_reference()
         return True
 
@@ -582,11 +608,13 @@ class LearnDrop(keras.callbacks.Callback):
             self._refuse_cache(f"{error}; the stem runs forward instead")
             self._function.mode = "stem_forward"
             return
-        # Under a distribution strategy each replica's part is stored
-        # apart; replay splits its batches among the replicas again, so
+        # Under a distribution strategy each local replica's part is stored
+        # apart; replay splits its batches among all replicas again, so
         # they must have the global size of fit's batches.
+        local = sum(int(p.shape[0]) for p in parts[0])
         self._cache.batch_size = max(
-            self._cache.batch_size, sum(int(p.shape[0]) for p in parts[0])
+            self._cache.batch_size,
+            local * strategy.num_replicas_in_sync // len(parts[0]),
         )
 
     def _finish_fill(self):

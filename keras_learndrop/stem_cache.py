@@ -199,6 +199,15 @@ class StemCache:
         dataset = tf.data.Dataset.from_tensor_slices(order).batch(
             self.batch_size
         )
+        replicas = strategy.num_replicas_in_sync
+        if replicas > 1 and replicas > len(strategy.extended.worker_devices):
+            # Several workers: the indices point into this worker's own
+            # cache, so each must replay all of them, not a shard.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.OFF
+            )
+            dataset = dataset.with_options(options)
         return iter(strategy.experimental_distribute_dataset(dataset))
 
     def extend(self, run_units, batch_size):
