@@ -32,6 +32,7 @@ from absl import flags
 import keras_learndrop
 from examples import datasets
 from examples import models
+from examples import train
 from keras_learndrop import graph
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
@@ -40,33 +41,15 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the benchmark's flags."""
-    flags.DEFINE_enum("model", "resnet20", models.MODEL_NAMES, "Model.")
-    flags.DEFINE_float("width", 1.0, "Channel multiplier of the model.")
-    flags.DEFINE_string("dataset", "shared:cifar10", datasets.DATASET_HELP)
-    flags.DEFINE_integer("max_train", 10000, "Training samples used.")
-    flags.DEFINE_integer("image_size", None, "Resize images to this size.")
-    flags.DEFINE_integer("batch_size", 128, "Batch size.")
-    flags.DEFINE_integer("epochs", 5, "Epochs of each run.")
-    flags.DEFINE_integer(
-        "cut_epoch", 1, "Epochs trained in full before the forced cut."
-    )
-    flags.DEFINE_integer("cut_units", 7, "Units frozen at the cut.")
-    flags.DEFINE_integer("seed", 0, "Seed of weights, data order, replay.")
-    flags.DEFINE_string("output_json", None, "Also write results here.")
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall-clock seconds of every epoch."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+    """Defines the benchmark's flags (the model and data ones of train.py)."""
+    train.define_flags(learn_drop_switch=False)
+    for definer, name, default, help_text in (
+        (flags.DEFINE_integer, "cut_epoch", 1, "Full epochs before the cut."),
+        (flags.DEFINE_integer, "cut_units", 7, "Units frozen at the cut."),
+        (flags.DEFINE_string, "output_json", None, "Also write results."),
+    ):
+        if name not in FLAGS:
+            definer(name, default, help_text)
 
 
 def _compile(model, seed):
@@ -79,25 +62,12 @@ def _compile(model, seed):
     return model
 
 
-def training_dataset(x, y, batch_size, seed):
-    """Returns the shuffled batches of `(x, y)` with tf.data autotune off.
-
-    Autotuning sometimes stalls the end of a `fit` for seconds on these
-    machines, which would blur the comparison.
-    """
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(2).with_options(options)
-
-
 def _fit(model, x, y, epochs, batch_size, seed, callbacks=()):
-    timer = EpochTimer()
+    timer = train.EpochTimer()
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     history = model.fit(
-        training_dataset(x, y, batch_size, seed),
+        train.array_dataset(x, y, batch_size, shuffle_seed=seed),
         epochs=epochs,
         callbacks=[*callbacks, timer],
         verbose=0,
@@ -122,6 +92,12 @@ def run(
     seed=0,
 ):
     """Runs the four variants and returns their timings and ratios."""
+    if epochs < cut_epoch + 3:
+        raise ValueError(
+            "The ratios compare epochs after the fill epoch: `epochs` must "
+            f"be at least cut_epoch + 3 = {cut_epoch + 3}. Received: "
+            f"epochs={epochs}."
+        )
     data = datasets.load_dataset(
         dataset, image_size=image_size, max_train=max_train, max_val=1
     )

@@ -125,13 +125,17 @@ class LearnDropHistory:
         return history
 
     def summary(self):
-        """Returns a text table: one row per unit, and the totals."""
+        """Returns a text table: one row per unit, and the totals.
+
+        Epochs are counted from 1 there, as Keras's progress bar does;
+        `frozen_at` and `EpochRecord.epoch` count from 0, as `on_epoch_end`.
+        """
         rows = [f"{'unit':<28} {'MFLOPs':>9} {'frozen after epoch':>19}"]
         for index, name in enumerate(self.unit_names):
             frozen = self.frozen_at.get(index)
             rows.append(
                 f"{name[:28]:<28} {self.unit_flops[index] / 1e6:>9.2f} "
-                f"{'-' if frozen is None else frozen:>19}"
+                f"{'-' if frozen is None else frozen + 1:>19}"
             )
         modes = " ".join(e.mode for e in self.epochs)
         rows.append(f"epoch modes: {modes}")
