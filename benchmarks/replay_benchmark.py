@@ -203,7 +203,7 @@ def main(argv):
         width=FLAGS.width,
         dataset=FLAGS.dataset,
         max_train=FLAGS.max_train,
-        image_size=FLAGS.image_size,
+        image_size=FLAGS.image_size or None,
         batch_size=FLAGS.batch_size,
         epochs=FLAGS.epochs,
         cut_epoch=FLAGS.cut_epoch,

@@ -20,7 +20,9 @@ class ReplayBenchmarkTest(tf.test.TestCase):
             cut_epoch=1,
             cut_units=2,
         )
-        self.assertEqual(results["replay"]["modes"], ["full", "fill", "replay"])
+        self.assertEqual(
+            results["replay"]["modes"], ["full", "fill", "replay", "replay"]
+        )
         self.assertEqual(
             results["stem_forward"]["modes"],
             ["full", "stem_forward", "stem_forward", "stem_forward"],
@@ -46,8 +48,9 @@ class ReplayBenchmarkTest(tf.test.TestCase):
             dataset="digits",
             max_train=48,
             batch_size=16,
-            epochs=3,
+            epochs=4,
             cut_units=1,
+            image_size=0,
             output_json=path,
         ):
             replay_benchmark.FLAGS.mark_as_parsed()
