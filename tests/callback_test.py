@@ -245,28 +245,18 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         chain = graph.UnitChain(model)
         recorder = model.get_layer("recorder")
         callback = keras_learndrop.LearnDrop(schedule={1: 2})
-        seen = []
-
-        class Count(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                recorder.reset()
-
-            def on_epoch_end(self, epoch, logs=None):
-                seen.append(
-                    (float(recorder.count.numpy()), recorder.total.numpy())
-                )
-
+        log = tiny_models.RecorderLog(recorder)
         model.fit(
             self.x,
             self.y,
             epochs=4,
             batch_size=10,
-            callbacks=[callback, Count()],
+            callbacks=[callback, log],
             verbose=0,
         )
         features = chain.forward(tf.constant(self.x), 0, 2, training=False)
         expected_total = float(tf.reduce_sum(tf.cast(features, "float64")))
-        for count, total in seen[1:]:
+        for count, total in log.epochs[1:]:
             self.assertEqual(count, 48)
             self.assertAllClose(total, expected_total, rtol=1e-5)
         self.assertEqual([e.samples for e in callback.history.epochs], [48] * 4)
@@ -349,22 +339,14 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         self.assertEqual(
             int(dataset.cardinality()), int(tf.data.UNKNOWN_CARDINALITY)
         )
-        counts = []
-
-        class Count(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                recorder.reset()
-
-            def on_epoch_end(self, epoch, logs=None):
-                counts.append(float(recorder.count.numpy()))
-
+        log = tiny_models.RecorderLog(recorder)
         callback = keras_learndrop.LearnDrop(schedule={1: 2})
-        model.fit(dataset, epochs=4, verbose=0, callbacks=[callback, Count()])
+        model.fit(dataset, epochs=4, verbose=0, callbacks=[callback, log])
         self.assertEqual(
             [e.mode for e in callback.history.epochs],
             ["full", "fill", "replay", "replay"],
         )
-        self.assertEqual(counts[1:], [48, 48, 48])
+        self.assertEqual([count for count, _ in log.epochs[1:]], [48] * 3)
 
     def test_infinite_dataset_with_steps_per_epoch_runs_the_stem(self):
         model = self._model()

@@ -87,3 +87,26 @@ def data(n=48, seed=0):
     x = rng.random((n, 8, 8, 1), dtype=np.float32)
     y = (x.mean(axis=(1, 2, 3)) * 30).astype(np.int64) % 3
     return x, y
+
+
+class RecorderLog(keras.callbacks.Callback):
+    """Resets a `SampleRecorder` each epoch and keeps what it saw.
+
+    `epochs` holds one `(count, total)` pair per epoch.
+    """
+
+    def __init__(self, recorder):
+        super().__init__()
+        self.recorder = recorder
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.recorder.reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(
+            (
+                float(self.recorder.count.numpy()),
+                self.recorder.total.numpy(),
+            )
+        )
