@@ -11,9 +11,10 @@ the same epochs, in one process:
    the cut to the output) on stem features precomputed once: the floor that
    replay should reach.
 
-The cut is forced (`LearnDrop(schedule=...)`) after a fixed epoch so that the
-runs differ only in how the epochs after the cut are executed. It prints the
-time of every epoch and the ratios of the post-cut epochs.
+The cut is forced (`LearnDrop(policy=FixedSchedule(...))`) after a fixed
+epoch, so the runs differ only in how the epochs after the cut are
+executed. It prints the time of every epoch and the ratios of the post-cut
+epochs.
 
 Example (the README's table; about 25 minutes on 2 CPU cores):
 
@@ -118,7 +119,9 @@ def run(
     results["plain"] = _fit(fresh(), x, y, epochs, batch_size, seed)
     for name, cache in (("stem_forward", "off"), ("replay", "auto")):
         learn_drop = keras_learndrop.LearnDrop(
-            schedule={cut_epoch: cut_units}, cache=cache, seed=seed
+            policy=keras_learndrop.FixedSchedule({cut_epoch: cut_units}),
+            cache=cache,
+            seed=seed,
         )
         results[name] = _fit(
             fresh(), x, y, epochs, batch_size, seed, [learn_drop]

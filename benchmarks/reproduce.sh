@@ -1,16 +1,52 @@
 #!/usr/bin/env bash
 # Every figure of the README's "Results", in the order they were run there:
-# bash benchmarks/reproduce.sh [name ...]   (names: sweep resnet20 vgg11
-# mnist replay jit deep). Results go to outputs/<name>/.
+# bash benchmarks/reproduce.sh [name ...]   (names: observe frontier-resnet20
+# frontier-finetune frontier-vgg11 frontier-augment frontier-report resnet20
+# vgg11 mnist replay jit deep). Results go to outputs/<name>/; the
+# frontier's runs to benchmarks/results/ (resumed where a run stopped).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
        --batch_size=128)
+# The frontier: half-width models on a tuning split of CIFAR-10's training
+# images (4,000 to train, 2,000 to validate), one thread pinned to one core
+# so that nothing else on the machine shares the timed job's core.
+FRONTIER=(--dataset=shared:cifar10 --image_size=32 --width=0.5
+          --batch_size=128 --seeds=0,1 --tune_train=4000 --tune_val=2000
+          --threads=1)
+SETTINGS=(--setting=scores --setting=scores:threshold=0.5
+          --setting=scores:threshold=1.0 --setting=consistency:threshold=0.5
+          --setting=autofreeze --setting=freezeout --setting=freezeout:t0=0.5)
+RESULTS=benchmarks/results
+PRETRAINED=outputs/pretrain/resnet20_w0.5_classes0-4.weights.h5
+frontier() {
+  taskset -c 0 python -m benchmarks.frontier "${FRONTIER[@]}" "$@"
+}
 run() {
   case "$1" in
-    sweep) python -m benchmarks.threshold_sweep --dataset=shared:cifar10 \
-             --model=resnet20 --width=0.5 --tune_train=5000 --tune_val=1000 \
-             --epochs=10 --batch_size=128 --thresholds=0.3,0.5,0.7 \
-             --patiences=1,2 --output_dir=outputs/sweep ;;
+    observe) frontier --model=resnet20 --epochs=30 --seeds=0 \
+             --regime=resnet20-w0.5 --setting=observe --nobaseline \
+             --results="$RESULTS/observe.jsonl" ;;
+    frontier-resnet20) frontier --model=resnet20 --epochs=30 \
+             --regime=resnet20 "${SETTINGS[@]}" \
+             --results="$RESULTS/frontier_resnet20.jsonl" ;;
+    frontier-finetune)
+      # Pre-trained on classes 0-4 (airplane ... deer), fine-tuned on 5-9.
+      [ -f "$PRETRAINED" ] || python -m examples.train \
+             --dataset=shared:cifar10 --image_size=32 --model=resnet20 \
+             --width=0.5 --classes=0-4 --max_train=20000 --epochs=15 \
+             --batch_size=128 --nolearn_drop --verbose=0 \
+             --save_weights="$PRETRAINED" --output_dir=outputs/pretrain
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 --regime=finetune \
+             "${SETTINGS[@]}" --results="$RESULTS/frontier_finetune.jsonl" ;;
+    frontier-vgg11) frontier --model=vgg11 --epochs=30 --regime=vgg11 \
+             "${SETTINGS[@]}" --results="$RESULTS/frontier_vgg11.jsonl" ;;
+    frontier-augment) frontier --model=resnet20 --epochs=30 --augment \
+             --regime=resnet20-augment "${SETTINGS[@]}" \
+             --results="$RESULTS/frontier_resnet20_augment.jsonl" ;;
+    frontier-report) python -m benchmarks.frontier --report \
+             --results="$(ls "$RESULTS"/frontier_*.jsonl | paste -sd,)" \
+             --plot="$RESULTS/frontier.png" ;;
     resnet20) python -m examples.compare --model=resnet20 --width=1.0 \
              "${CIFAR[@]}" --epochs=10 --output_dir=outputs/resnet20 ;;
     vgg11) python -m examples.compare --model=vgg11 --width=0.5 \
@@ -31,6 +67,6 @@ run() {
     *) echo "unknown experiment: $1" >&2; return 2 ;;
   esac
 }
-for name in "${@:-sweep resnet20 vgg11 mnist replay jit deep}"; do
+for name in "${@:-observe frontier-resnet20 frontier-finetune frontier-vgg11 frontier-augment frontier-report}"; do
   for one in $name; do run "$one"; done
 done

@@ -228,13 +228,21 @@ def plot(result, path):
 
     evaluations = report["evaluations"]
     x = [e["epoch"] + 1 for e in evaluations]
+    # The policy's last score (the one it compares with its threshold),
+    # or the change score for policies without one.
+    names = list(evaluations[0]["scores"]) if evaluations else []
+    score = names[-1] if names else None
+
+    def values(e):
+        return e["scores"][score] if score else e["change"]
+
     for unit, name in enumerate(report["unit_names"]):
-        y = [_nan(e["continuation"][unit]) for e in evaluations]
+        y = [_nan(values(e)[unit]) for e in evaluations]
         (line,) = scores.plot(x, y, marker=".", linewidth=1, label=name)
         frozen = report["frozen_at"].get(str(unit))
         if frozen is not None:
             at = [e for e in evaluations if e["epoch"] == frozen]
-            value = _nan(at[0]["continuation"][unit]) if at else math.nan
+            value = _nan(values(at[0])[unit]) if at else math.nan
             scores.plot(
                 [frozen + 1],
                 [0.0 if math.isnan(value) else value],
@@ -243,14 +251,12 @@ def plot(result, path):
                 color=line.get_color(),
                 linestyle="none",
             )
-    config = result["config"]
-    if not config["schedule"]:
-        scores.axhline(
-            config["threshold"], color="grey", linestyle="--", linewidth=1
-        )
+    threshold = report["policy"]["config"].get("threshold")
+    if threshold is not None:
+        scores.axhline(threshold, color="grey", linestyle="--", linewidth=1)
         scores.text(
             0.99,
-            config["threshold"],
+            threshold,
             "threshold",
             transform=scores.get_yaxis_transform(),
             ha="right",
@@ -258,12 +264,13 @@ def plot(result, path):
             color="grey",
         )
     scores.set_title(
-        "(a) continuation score per unit; X: frozen after that epoch"
-        + (" (fixed schedule)" if config["schedule"] else "")
+        f"(a) {score or 'change'} per unit "
+        f"({report['policy']['class_name']}); X: frozen after that epoch"
     )
     scores.set_xlabel("epoch")
-    scores.set_ylabel("change / largest change so far")
-    scores.set_ylim(-0.05, 1.05)
+    scores.set_ylabel(score or "relative change of the weights")
+    if score in ("continuation", "consistency"):
+        scores.set_ylim(-0.05, 1.05)
     scores.legend(fontsize="x-small", ncol=2)
 
     for name in RUN_NAMES:

@@ -42,11 +42,11 @@ def run(
     epochs=4,
     batch_size=64,
     seed=0,
-    schedule=None,
+    policy=None,
 ):
     """Trains on the chunks in turn; returns one record per chunk.
 
-    `schedule` is passed to `LearnDrop` (a fixed freeze plan, for tests).
+    `policy` is passed to `LearnDrop` (`None`: its default).
     """
     keras.utils.set_random_seed(seed)
     data = datasets.load_dataset(dataset, seed=seed)
@@ -59,7 +59,7 @@ def run(
         metrics=["accuracy"],
     )
     learn_drop = keras_learndrop.LearnDrop(
-        keep_frozen=True, seed=seed, schedule=schedule
+        keep_frozen=True, seed=seed, policy=policy
     )
     size = len(data.x_train) // chunks
     records = []

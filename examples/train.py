@@ -23,7 +23,9 @@ which batches them with its own pipeline; on 2 CPU cores that measured about
 40 % slower per epoch (see `_INPUT_PIPELINES`).
 
 Augmentation (`--augment`): `keras.layers.RandomFlip("horizontal")` and
-`RandomTranslation(0.1, 0.1)` run on each batch in the `tf.data` input
+`RandomTranslation(0.125, 0.125, fill_mode="constant")` (the usual 4-pixel
+zero padding and random crop of a 32x32 image) run on each batch in the
+`tf.data` input
 pipeline, not as layers of the model. The model (and so its units, FLOPs and
 saved config) stays the same with and without augmentation, and the
 augmentation runs on the CPU beside training. A cached view of the stem's
@@ -33,6 +35,7 @@ augmented views (0: the frozen stem runs forward every epoch). Horizontal
 flips suit natural images (CIFAR-10, Imagenette), not digits.
 """
 
+import ast
 import dataclasses
 import json
 import math
@@ -64,8 +67,9 @@ _INPUT_PIPELINES = ("tf_data", "numpy")
 # Step schedule: the learning rate is divided by 10 after these fractions
 # of the training steps (the CIFAR ResNet recipe of He et al., 2016).
 _STEP_BOUNDARIES = (0.5, 0.75)
-# Largest translation of `--augment`, as a fraction of the image size.
-_TRANSLATION = 0.1
+# Largest translation of `--augment`, as a fraction of the image size: 4
+# pixels of a 32x32 image, as in the CIFAR recipe of He et al. (2016).
+_TRANSLATION = 0.125
 # TensorFlow versions whose oneDNN CPU kernels corrupt the heap (a crash with
 # "free(): invalid next size" or a segmentation fault) in the filter gradient
 # of a 1x1 stride-2 Conv2D with fewer than 16 input channels on a batch of
@@ -94,6 +98,7 @@ class TrainConfig:
     image_size: int | None = 32
     max_train: int | None = None
     max_val: int | None = None
+    classes: str = ""
     epochs: int = 25
     batch_size: int = 64
     optimizer: str = "sgd"
@@ -104,17 +109,17 @@ class TrainConfig:
     augment: bool = False
     input_pipeline: str = "tf_data"
     learn_drop: bool = True
-    threshold: float = 0.5
-    patience: int = 2
-    warmup: int = 1
+    policy: str = "scores"
+    policy_args: str = ""
+    schedule: str = ""
     eval_every: int = 1
-    max_drop_fraction: float = 0.75
     cache: str = "auto"
     cache_dtype: str = "float32"
     memory_budget_mb: int | None = None
     augmented_views: int = 0
     restore_trainable: bool = True
-    schedule: str = ""
+    init_weights: str = ""
+    save_weights: str = ""
     jit_compile: str = "auto"
     seed: int = 0
     output_dir: str = ""
@@ -193,6 +198,14 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         lower_bound=1,
     )
     define(
+        flags.DEFINE_string,
+        "classes",
+        "Keep only these classes, relabelled from 0 in this order: "
+        "comma-separated labels or ranges such as '0-4' or '5,7,9' (e.g. "
+        "a pre-training task and a fine-tuning task from one data set). "
+        "Empty keeps all.",
+    )
+    define(
         flags.DEFINE_enum,
         "input_pipeline",
         "How the in-memory arrays reach fit: 'tf_data' builds a tf.data "
@@ -203,9 +216,10 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
     define(
         flags.DEFINE_bool,
         "augment",
-        "Random horizontal flip and translation (up to 10 %) of each "
-        "training batch in the tf.data input pipeline; LearnDrop is then "
-        "told so (augmented_inputs=True). Meant for natural images.",
+        "Random horizontal flip and translation (up to 12.5 %, zero fill: "
+        "4-pixel pad and crop at 32x32) of each training batch in the "
+        "tf.data input pipeline; LearnDrop is then told so "
+        "(augmented_inputs=True). Meant for natural images.",
     )
     # Optimization.
     define(flags.DEFINE_integer, "epochs", "Training epochs.", lower_bound=1)
@@ -271,36 +285,27 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
             "plain baseline.",
         )
     define(
-        flags.DEFINE_float,
-        "threshold",
-        "LearnDrop: continuation score (current change of a unit's weights "
-        "over its largest change so far) at or below which the unit counts "
-        "as settled. In (0, 1].",
+        flags.DEFINE_enum,
+        "policy",
+        "LearnDrop: when to freeze. scores: LearnDropScores (the default); "
+        "aggressive: LearnDropScores.aggressive(); consistency: "
+        "DirectionConsistency; autofreeze: AutoFreezeRule; freezeout: "
+        "FreezeOut; fixed: FixedSchedule of --schedule.",
+        enum_values=tuple(POLICIES),
     )
     define(
-        flags.DEFINE_integer,
-        "patience",
-        "LearnDrop: evaluations in a row a unit must be settled before it "
-        "is frozen.",
-        lower_bound=1,
-    )
-    define(
-        flags.DEFINE_integer,
-        "warmup",
-        "LearnDrop: first evaluations that never freeze anything.",
-        lower_bound=0,
+        flags.DEFINE_string,
+        "policy_args",
+        "LearnDrop: arguments of the policy's constructor, as "
+        "'name=value,...' (e.g. 'threshold=0.3,patience=3,start_fraction="
+        "0.2'); see each policy's docstring. An argument the policy does "
+        "not take is an error.",
     )
     define(
         flags.DEFINE_integer,
         "eval_every",
         "LearnDrop: epochs between evaluations of the scores.",
         lower_bound=1,
-    )
-    define(
-        flags.DEFINE_float,
-        "max_drop_fraction",
-        "LearnDrop: largest fraction of the units that may be frozen. In "
-        "[0, 1).",
     )
     define(
         flags.DEFINE_enum,
@@ -339,10 +344,24 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
     define(
         flags.DEFINE_string,
         "schedule",
-        "LearnDrop: a fixed freeze plan 'evaluation:units,...' (e.g. "
-        "'2:3,4:6' freezes 3 units after the 2nd evaluation and 6 after "
-        "the 4th) that replaces the scores' decisions; empty uses the "
-        "scores.",
+        "LearnDrop with --policy=fixed: the freeze plan "
+        "'evaluation:units,...' (e.g. '2:3,4:6' freezes 3 units after the "
+        "2nd evaluation and 6 after the 4th). Refused with other policies.",
+    )
+    define(
+        flags.DEFINE_string,
+        "init_weights",
+        "Start from these weights (a .weights.h5 file saved by "
+        "model.save_weights, e.g. --save_weights of a run on another "
+        "task). Every layer but the output layer (the old task's "
+        "classifier) whose shapes match takes them. Empty: train from "
+        "scratch.",
+    )
+    define(
+        flags.DEFINE_string,
+        "save_weights",
+        "Save the trained weights to this .weights.h5 file (for "
+        "--init_weights of a later run); empty saves nothing.",
     )
     # Output.
     define(
@@ -371,6 +390,77 @@ def config_from_flags(**overrides):
     }
     values.update(overrides)
     return TrainConfig(**values)
+
+
+# The runners' names of the built-in policies.
+POLICIES = {
+    "scores": keras_learndrop.LearnDropScores,
+    "aggressive": keras_learndrop.LearnDropScores.aggressive,
+    "consistency": keras_learndrop.DirectionConsistency,
+    "autofreeze": keras_learndrop.AutoFreezeRule,
+    "freezeout": keras_learndrop.FreezeOut,
+    "fixed": keras_learndrop.FixedSchedule,
+}
+
+
+def make_policy(config):
+    """Returns the freeze policy of `config` (`policy`, `policy_args`).
+
+    Raises:
+        ValueError: for an unknown policy, arguments it does not take, or a
+            `schedule` with another policy than `"fixed"` (or none with it).
+    """
+    if config.policy not in POLICIES:
+        raise ValueError(
+            f"`policy` must be one of {', '.join(POLICIES)}. "
+            f"Received: policy={config.policy!r}"
+        )
+    args = parse_policy_args(config.policy_args)
+    schedule = parse_schedule(config.schedule)
+    if config.policy != "fixed" and schedule is not None:
+        raise ValueError(
+            "`schedule` is the plan of `policy='fixed'` and only of it. "
+            f"Received: policy={config.policy!r}, "
+            f"schedule={config.schedule!r}"
+        )
+    if config.policy == "fixed":
+        # An empty plan never freezes: LearnDrop only records its scores.
+        args["schedule"] = schedule or {}
+    try:
+        return POLICIES[config.policy](**args)
+    except TypeError as error:
+        raise ValueError(
+            f"`policy_args` {config.policy_args!r} do not fit policy "
+            f"{config.policy!r}: {error}"
+        ) from None
+
+
+def parse_policy_args(text):
+    """Parses 'name=value,...' into a dict of Python values.
+
+    Values are read as Python literals where they are ones (`0.3`, `2`,
+    `True`, `None`), else kept as strings.
+
+    Example:
+
+    >>> parse_policy_args("threshold=0.3, patience=2, per_learning_rate=False")
+    {'threshold': 0.3, 'patience': 2, 'per_learning_rate': False}
+    """
+    args = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(
+                "`policy_args` must be comma-separated 'name=value' pairs, "
+                f"such as 'threshold=0.3,patience=2'. Received: {text!r}"
+            )
+        try:
+            args[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            args[name.strip()] = value.strip()
+    return args
 
 
 def parse_schedule(text):
@@ -429,7 +519,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def load_data(config):
     """Loads the data set of `config` (a `TrainConfig`)."""
-    return datasets.load_dataset(
+    data = datasets.load_dataset(
         config.dataset,
         data_dir=config.data_dir or None,
         image_size=config.image_size or None,
@@ -437,6 +527,64 @@ def load_data(config):
         max_train=config.max_train,
         max_val=config.max_val,
         seed=config.seed,
+    )
+    return select_classes(data, parse_classes(config.classes))
+
+
+def parse_classes(text):
+    """Parses '0-4' or '5,7,9' into a list of labels; '' into `None`.
+
+    Example:
+
+    >>> parse_classes("0-2, 7")
+    [0, 1, 2, 7]
+    """
+    if not text or not text.strip():
+        return None
+    labels = []
+    try:
+        for item in text.split(","):
+            first, dash, last = item.strip().partition("-")
+            labels.extend(
+                range(int(first), int(last) + 1) if dash else [int(first)]
+            )
+    except ValueError:
+        raise ValueError(
+            "`classes` must be comma-separated labels or ranges, such as "
+            f"'0-4' or '5,7,9'. Received: classes={text!r}"
+        ) from None
+    return labels
+
+
+def select_classes(data, labels):
+    """Keeps the samples of `labels` only, relabelled `0 ... len - 1`.
+
+    Raises:
+        ValueError: for a label the data set does not have, or a repeat.
+    """
+    if labels is None:
+        return data
+    if len(set(labels)) != len(labels) or not all(
+        0 <= label < data.num_classes for label in labels
+    ):
+        raise ValueError(
+            f"`classes` must name distinct labels in [0, "
+            f"{data.num_classes - 1}] of {data.name}. Received: {labels}"
+        )
+    lookup = np.full(data.num_classes, -1, dtype=np.int32)
+    lookup[labels] = np.arange(len(labels), dtype=np.int32)
+    train_keep = lookup[data.y_train] >= 0
+    val_keep = lookup[data.y_val] >= 0
+    names = data.class_names
+    return dataclasses.replace(
+        data,
+        x_train=data.x_train[train_keep],
+        y_train=lookup[data.y_train[train_keep]],
+        x_val=data.x_val[val_keep],
+        y_val=lookup[data.y_val[val_keep]],
+        num_classes=len(labels),
+        class_names=tuple(names[i] for i in labels) if names else (),
+        source=f"{data.source}, classes {labels}",
     )
 
 
@@ -488,6 +636,8 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
         seed=config.seed,
     )
     _check_odd_batch_crash(model, len(data.x_train), config.batch_size)
+    if config.init_weights:
+        load_matching_weights(model, config.init_weights)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     jit_compile = {"auto": "auto", "true": True, "false": False}[
         config.jit_compile
@@ -501,11 +651,8 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
     learn_drop = None
     if config.learn_drop:
         learn_drop = keras_learndrop.LearnDrop(
-            threshold=config.threshold,
-            patience=config.patience,
-            warmup=config.warmup,
+            policy=make_policy(config),
             eval_every=config.eval_every,
-            max_drop_fraction=config.max_drop_fraction,
             cache=config.cache,
             cache_dtype=config.cache_dtype,
             memory_budget=(
@@ -519,7 +666,6 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
             restore_trainable=config.restore_trainable,
             seed=config.seed,
             verbose=int(config.verbose > 0),
-            schedule=parse_schedule(config.schedule),
         )
     timer = EpochTimer()
     all_callbacks = [c for c in (learn_drop, timer) if c is not None]
@@ -537,6 +683,8 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
         verbose=config.verbose,
     )
     fit_seconds = time.perf_counter() - start
+    if config.save_weights:
+        model.save_weights(config.save_weights)
 
     epochs_run = len(history.epoch)
     samples_seen = epochs_run * len(data.x_train)
@@ -577,6 +725,55 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
             result, os.path.join(config.output_dir, f"{result['run']}.json")
         )
     return result
+
+
+def load_matching_weights(model, path):
+    """Loads the weights of `path` into the layers whose shapes match.
+
+    For fine-tuning on a new task: every layer but the output layer takes
+    the pre-trained weights where the shapes match (layers are matched by
+    their order in the model); the output layer, a classifier of the old
+    task, keeps its fresh initialisation.
+
+    Returns:
+        The names of the layers that kept their initialisation.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: if no layer's weights could be loaded.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"`init_weights` file {path!r} does not exist. Save one with "
+            "`model.save_weights('name.weights.h5')`."
+        )
+    source = keras.models.clone_model(model)
+    try:
+        source.load_weights(path, skip_mismatch=True)
+    except ValueError as error:
+        raise ValueError(
+            f"Cannot read the weights of {path!r} into a model "
+            f"{model.name!r} of this architecture: {error}"
+        ) from None
+    kept, loaded = [], 0
+    output_layer = model.layers[-1]
+    for layer, saved in zip(model.layers, source.layers):
+        if not layer.weights:
+            continue
+        if layer is output_layer:
+            kept.append(layer.name)
+            continue
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if shapes == [tuple(w.shape) for w in saved.weights]:
+            layer.set_weights(saved.get_weights())
+            loaded += 1
+        else:
+            kept.append(layer.name)
+    if not loaded:
+        raise ValueError(
+            f"No layer of {model.name!r} matches the weights in {path!r}."
+        )
+    return kept
 
 
 def _check_config(config):
@@ -682,7 +879,10 @@ def _inputs(data, config):
     if config.augment:
         flip = keras.layers.RandomFlip("horizontal", seed=config.seed)
         shift = keras.layers.RandomTranslation(
-            _TRANSLATION, _TRANSLATION, seed=config.seed + 1
+            _TRANSLATION,
+            _TRANSLATION,
+            fill_mode="constant",
+            seed=config.seed + 1,
         )
 
         def augment(x, y):

@@ -8,13 +8,27 @@ from keras_learndrop.callback import LearnDrop
 from keras_learndrop.flops import model_flops
 from keras_learndrop.graph import Unit
 from keras_learndrop.graph import UnitChain
+from keras_learndrop.policy import AutoFreezeRule
+from keras_learndrop.policy import DirectionConsistency
+from keras_learndrop.policy import FixedSchedule
+from keras_learndrop.policy import FreezeOut
+from keras_learndrop.policy import FreezePolicy
+from keras_learndrop.policy import LearnDropScores
+from keras_learndrop.policy import Observation
 from keras_learndrop.report import LearnDropHistory
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "AutoFreezeRule",
+    "DirectionConsistency",
+    "FixedSchedule",
+    "FreezeOut",
+    "FreezePolicy",
     "LearnDrop",
     "LearnDropHistory",
+    "LearnDropScores",
+    "Observation",
     "Unit",
     "UnitChain",
     "model_flops",

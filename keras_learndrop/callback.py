@@ -25,6 +25,9 @@ from keras_learndrop import stem_cache
 from keras_learndrop import train_step
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
+from keras_learndrop.checks import check_bool
+from keras_learndrop.checks import check_choice
+from keras_learndrop.checks import check_int
 
 CACHE_MODES = ("auto", "off")
 
@@ -32,13 +35,13 @@ CACHE_MODES = ("auto", "off")
 class LearnDrop(keras.callbacks.Callback):
     """Freezes the leading layers that stopped learning, and drops them.
 
-    At every evaluation (each `eval_every` epochs) each unit of the model (a
-    stretch between two cuts of its graph, see `UnitChain`) gets a change
-    score `c_u = ||w_u(k) - w_u(k-1)|| / ||w_u(k-1)||` and a continuation
-    score `s_u = c_u / max_j c_u(j)`. A unit is settled when
-    `s_u <= threshold`; the stem grows to the longest prefix of units settled
-    for `patience` evaluations in a row (after `warmup` evaluations), up to
-    `max_drop_fraction` of the units and never the output unit.
+    At every evaluation (each `eval_every` epochs) LearnDrop measures how
+    far the weights of each unit of the model (a stretch between two cuts
+    of its graph, see `UnitChain`) moved, and its `policy` decides how many
+    leading units to freeze (`policy.FreezePolicy`; the default,
+    `LearnDropScores`, freezes units whose change per unit of learning rate
+    fell well below its peak). The frozen units form a prefix, the stem,
+    which only grows.
 
     Frozen layers become non-trainable and training goes on in the same
     `fit` call with the same optimizer state. In the next epoch the stem
@@ -52,19 +55,16 @@ class LearnDrop(keras.callbacks.Callback):
     `ld_frozen_layers`, `ld_epoch_mode` (0 full, 1 stem forward, 2 fill,
     3 replay), `ld_cache_bytes`, `ld_forward_flops`, `ld_flops_saved`
     (fraction of the baseline's forward FLOPs saved so far), and per unit
-    `ld_change_<i>` / `ld_continuation_<i>` at evaluations.
+    `ld_change_<i>` and the policy's scores (`ld_continuation_<i>`, ...) at
+    evaluations.
 
     Args:
-        threshold: Float in (0, 1]. Continuation score at or below which a
-            unit counts as settled. Defaults to `0.5`.
-        patience: Integer >= 1. Evaluations in a row a unit must be settled
-            before it can be frozen. Defaults to `2`.
-        warmup: Integer >= 0. First evaluations that never freeze anything.
-            Defaults to `1`.
+        policy: A `FreezePolicy` (`LearnDropScores`, `DirectionConsistency`,
+            `AutoFreezeRule`, `FreezeOut`, `FixedSchedule` or your own), or
+            `None` for `LearnDropScores()` at its defaults. The policy keeps
+            state: give each `LearnDrop` its own.
         eval_every: Integer >= 1. Epochs between evaluations. Defaults to
             `1`.
-        max_drop_fraction: Float in [0, 1). Largest fraction of the units
-            that may be frozen. Defaults to `0.75`.
         cache: `"auto"` caches stem features whenever that is exact;
             `"off"` always runs the frozen stem forward. Defaults to
             `"auto"`.
@@ -99,9 +99,6 @@ class LearnDrop(keras.callbacks.Callback):
             `keras.utils.set_random_seed` seeds). Defaults to `None`.
         verbose: Integer. `1` logs one line per epoch through
             `absl.logging`. Defaults to `0`.
-        schedule: Dict or `None`. Replaces the scores' decisions by a fixed
-            plan `{evaluation number: stem size}` (for benchmarks and
-            ablations; see `policy.FixedSchedule`). Defaults to `None`.
         backup_dir: Path or `None`. Give the `backup_dir` of a
             `keras.callbacks.BackupAndRestore` callback: LearnDrop then
             saves its state there at every epoch end and, when a `fit` that
@@ -127,7 +124,7 @@ class LearnDrop(keras.callbacks.Callback):
     >>> model.compile("adam", "sparse_categorical_crossentropy")
     >>> x = np.random.rand(32, 8, 8, 1).astype("float32")
     >>> y = np.random.randint(0, 2, 32)
-    >>> learn_drop = LearnDrop(threshold=1.0, patience=1, warmup=0)
+    >>> learn_drop = LearnDrop(policy=keras_learndrop.FixedSchedule({1: 2}))
     >>> _ = model.fit(x, y, epochs=3, callbacks=[learn_drop], verbose=0)
     >>> [record.mode for record in learn_drop.history.epochs]
     ['full', 'fill', 'replay']
@@ -135,11 +132,8 @@ class LearnDrop(keras.callbacks.Callback):
 
     def __init__(
         self,
-        threshold=0.5,
-        patience=2,
-        warmup=1,
+        policy=None,
         eval_every=1,
-        max_drop_fraction=0.75,
         cache="auto",
         cache_dtype="float32",
         memory_budget=None,
@@ -150,44 +144,33 @@ class LearnDrop(keras.callbacks.Callback):
         keep_frozen=False,
         seed=None,
         verbose=0,
-        schedule=None,
         backup_dir=None,
     ):
         super().__init__()
-        _check_number("threshold", threshold, 0.0, 1.0, low_open=True)
-        _check_int("patience", patience, 1)
-        _check_int("warmup", warmup, 0)
-        _check_int("eval_every", eval_every, 1)
-        _check_number(
-            "max_drop_fraction", max_drop_fraction, 0.0, 1.0, high_open=True
-        )
-        _check_choice("cache", cache, CACHE_MODES)
-        _check_choice("cache_dtype", cache_dtype, stem_cache.CACHE_DTYPES)
-        if memory_budget is not None:
-            _check_int("memory_budget", memory_budget, 0)
-        _check_bool("augmented_inputs", augmented_inputs)
-        _check_int("augmented_views", augmented_views, 0)
-        if jit_compile != "auto":
-            _check_bool("jit_compile", jit_compile, extra="or 'auto'")
-        _check_bool("restore_trainable", restore_trainable)
-        _check_bool("keep_frozen", keep_frozen)
-        if seed is not None:
-            _check_int("seed", seed, 0)
-        _check_int("verbose", verbose, 0)
-        if schedule is not None and not isinstance(schedule, dict):
+        if policy is None:
+            policy = policy_lib.default_policy()
+        if not isinstance(policy, policy_lib.FreezePolicy):
             raise TypeError(
-                "`schedule` must be a dict mapping an evaluation number to "
-                f"a stem size, or None. Received: schedule={schedule!r}."
+                "`policy` must be a `keras_learndrop.FreezePolicy` (such as "
+                "`LearnDropScores()` or `FixedSchedule({2: 3})`) or None. "
+                f"Received: policy={policy!r} of type "
+                f"{type(policy).__name__}."
             )
-        for evaluation, size in (schedule or {}).items():
-            valid = _is_int(evaluation) and _is_int(size)
-            if not valid or evaluation < 1 or size < 0:
-                raise (ValueError if valid else TypeError)(
-                    "`schedule` maps evaluation numbers (integers >= 1) to "
-                    "stem sizes (integers >= 0). Received: "
-                    f"{{{evaluation!r}: {size!r}}} in schedule={schedule!r}."
-                )
-        self.schedule = schedule
+        check_int("eval_every", eval_every, 1)
+        check_choice("cache", cache, CACHE_MODES)
+        check_choice("cache_dtype", cache_dtype, stem_cache.CACHE_DTYPES)
+        if memory_budget is not None:
+            check_int("memory_budget", memory_budget, 0)
+        check_bool("augmented_inputs", augmented_inputs)
+        check_int("augmented_views", augmented_views, 0)
+        if jit_compile != "auto":
+            check_bool("jit_compile", jit_compile, extra="or 'auto'")
+        check_bool("restore_trainable", restore_trainable)
+        check_bool("keep_frozen", keep_frozen)
+        if seed is not None:
+            check_int("seed", seed, 0)
+        check_int("verbose", verbose, 0)
+        self.policy = policy
         if backup_dir is not None and not isinstance(
             backup_dir, (str, os.PathLike)
         ):
@@ -203,11 +186,7 @@ class LearnDrop(keras.callbacks.Callback):
                 f"backup_dir={backup_dir!r}."
             )
         self.backup_dir = backup_dir
-        self.threshold = threshold
-        self.patience = patience
-        self.warmup = warmup
         self.eval_every = eval_every
-        self.max_drop_fraction = max_drop_fraction
         self.cache = cache
         self.cache_dtype = cache_dtype
         self.memory_budget = memory_budget
@@ -271,7 +250,11 @@ class LearnDrop(keras.callbacks.Callback):
             epoch_iterator=self._fit_iterator,
         )
         self._function.step = self._step
+        if self._policy.samples_per_epoch > 1:
+            self._function.on_step = self._sample
         model.train_function = self._function
+        self._learning_rates = []
+        self._schedule = _learning_rate_schedule(model.optimizer)
         self._first_epoch = True
         self._saved_state = None
 
@@ -283,19 +266,12 @@ class LearnDrop(keras.callbacks.Callback):
             for unit in units
         ]
         self.history = report.LearnDropHistory(
-            [unit.name for unit in units], unit_flops
+            [unit.name for unit in units],
+            unit_flops,
+            policy_lib.serialize(self.policy),
         )
-        if self.schedule is not None:
-            self._policy = policy_lib.FixedSchedule(len(units), self.schedule)
-        else:
-            self._policy = policy_lib.FreezePolicy(
-                len(units),
-                threshold=self.threshold,
-                patience=self.patience,
-                warmup=self.warmup,
-                max_drop_fraction=self.max_drop_fraction,
-            )
-        self._change_history = []
+        self._policy = self.policy
+        self._policy.build(len(units))
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch:
@@ -305,7 +281,13 @@ class LearnDrop(keras.callbacks.Callback):
                 # callback's `on_train_begin`: score from those.
                 self._tracker.snapshot()
                 self._reference_epoch = epoch - 1
+            self._learning_rates = [self._learning_rate()]
         self._epoch_start = time.perf_counter()
+        self._scoring_seconds = 0.0
+        self._sample_every = _sample_interval(
+            self.params.get("steps") if self.params else None,
+            self._policy.samples_per_epoch,
+        )
         self._extend_flops = 0
         mode = self._epoch_mode()
         view = indices = None
@@ -327,6 +309,7 @@ class LearnDrop(keras.callbacks.Callback):
         if (epoch + 1) % self.eval_every == 0:
             self._evaluate(epoch, logs)
         record = self.history.epochs[-1]
+        record.scoring_seconds = self._scoring_seconds
         record.forward_flops += self._extend_flops
         record.seconds = time.perf_counter() - self._epoch_start
         self._write_logs(logs, record)
@@ -389,10 +372,6 @@ class LearnDrop(keras.callbacks.Callback):
         state = {
             "epoch": epoch,
             "policy": self._policy.get_state(),
-            "change_history": [
-                [None if np.isnan(c) else float(c) for c in row]
-                for row in self._change_history
-            ],
             "history": self.history.to_dict(),
             "run_seed": self._run_seed,
             "cache_note": self._cache_note,
@@ -491,10 +470,6 @@ class LearnDrop(keras.callbacks.Callback):
                 stacklevel=2,
             )
         self._policy.set_state(state["policy"])
-        self._change_history = [
-            np.array([np.nan if c is None else c for c in row])
-            for row in state["change_history"]
-        ]
         self.history = history
         self._run_seed = state["run_seed"]
         self._cache_note = self._cache_note or state["cache_note"]
@@ -647,31 +622,106 @@ class LearnDrop(keras.callbacks.Callback):
 
     # ---- scoring and freezing ------------------------------------------
 
+    def _sample(self, steps):
+        """Samples the weights' path `samples_per_epoch` times an epoch."""
+        if self._sample_every and steps % self._sample_every == 0:
+            start = time.perf_counter()
+            self._tracker.sample(first_unit=self._policy.stem_size)
+            self._learning_rates.append(self._learning_rate())
+            self._scoring_seconds += time.perf_counter() - start
+
+    def _learning_rate(self):
+        try:
+            rate = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+        except (AttributeError, TypeError, ValueError):
+            return None
+        return rate if np.isfinite(rate) else None
+
+    def _remaining_learning_rate(self, epoch):
+        """Sums the mean learning rate of each epoch of `fit` after `epoch`.
+
+        Each epoch's mean is the schedule's value at its middle step; a
+        learning rate without a schedule counts as constant. `None` when
+        the run's length is unknown.
+        """
+        params = self.params or {}
+        epochs, steps = params.get("epochs"), params.get("steps")
+        if not epochs:
+            return None
+        remaining = max(0, epochs - epoch - 1)
+        if self._schedule is None or not steps:
+            current = self._learning_rate()
+            return None if current is None else current * remaining
+        optimizer = _inner_optimizer(self.model.optimizer)
+        step = int(optimizer.iterations.numpy())
+        try:
+            middles = step + steps * (np.arange(remaining) + 0.5)
+            return float(
+                sum(
+                    float(keras.ops.convert_to_numpy(self._schedule(int(s))))
+                    for s in middles
+                )
+            )
+        except (TypeError, ValueError):
+            current = self._learning_rate()
+            return None if current is None else current * remaining
+
     def _evaluate(self, epoch, logs):
+        start = time.perf_counter()
         stem = self._policy.stem_size
-        delta, previous = self._tracker.measure(first_unit=stem)
+        measured = self._tracker.measure(first_unit=stem)
         self._reference_epoch = epoch
-        change = scoring.change_scores(delta, previous)
-        self._change_history.append(change)
-        continuation = scoring.continuation_scores(self._change_history)
+        change = scoring.change_scores(measured.delta, measured.previous)
+        path = scoring.change_scores(measured.path, measured.previous)
+        rates = [r for r in self._learning_rates + [self._learning_rate()]]
+        rates = [r for r in rates if r is not None]
+        learning_rate = float(np.mean(rates)) if rates else None
+        self._learning_rates = [self._learning_rate()]
         # Weights that are NaN or inf (a diverged step) tell nothing about
         # settling, and NaN is the policy's mark of a frozen unit: such a
-        # unit must not pass for settled.
-        diverged = ~np.isfinite(change)
+        # unit is marked `inf`, which no policy may freeze.
+        diverged = ~np.isfinite(change) | ~np.isfinite(path)
         diverged[:stem] = False
         if diverged.any():
             self.history.note(
                 f"non-finite weights at epoch {epoch + 1} in units "
                 f"{np.flatnonzero(diverged).tolist()}: not frozen"
             )
-        new_stem = self._policy.update(np.where(diverged, np.inf, continuation))
-        self.history.evaluations.append(
-            report.Evaluation(epoch, list(change), list(continuation), new_stem)
+        change = np.where(diverged, np.inf, change)
+        path = np.where(diverged, np.inf, path)
+        remaining = self._remaining_learning_rate(epoch)
+        new_stem = self._policy.update(
+            policy_lib.Observation(
+                epoch=epoch,
+                epochs=self.params.get("epochs") if self.params else None,
+                change=change,
+                path=path,
+                learning_rate=learning_rate,
+                remaining_learning_rate=remaining,
+            )
         )
-        for i, (c, s) in enumerate(zip(change, continuation)):
-            if not np.isnan(c):
-                logs[f"ld_change_{i}"] = float(c)
-                logs[f"ld_continuation_{i}"] = float(s)
+        scores = {
+            name: [float(v) for v in values]
+            for name, values in self._policy.last_scores.items()
+        }
+        self.history.evaluations.append(
+            report.Evaluation(
+                epoch,
+                list(change),
+                list(path),
+                learning_rate,
+                scores,
+                new_stem,
+                remaining,
+            )
+        )
+        for i in range(stem, len(change)):
+            logs[f"ld_change_{i}"] = float(change[i])
+            for name, values in scores.items():
+                logs[f"ld_{name}_{i}"] = values[i]
+        self._scoring_seconds += time.perf_counter() - start
         if new_stem > stem:
             for index in range(stem, new_stem):
                 self.history.frozen_at[index] = epoch
@@ -760,6 +810,34 @@ class LearnDrop(keras.callbacks.Callback):
         logs["ld_flops_saved"] = self.history.flops_reduction
 
 
+def _inner_optimizer(optimizer):
+    # A `LossScaleOptimizer` (mixed precision) runs the user's optimizer.
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _learning_rate_schedule(optimizer):
+    """Returns the optimizer's learning rate schedule, or None.
+
+    Keras does not expose the schedule object, but serializes it in the
+    optimizer's public config; a schedule that cannot be rebuilt from
+    there (an unregistered custom class) counts as none.
+    """
+    try:
+        config = _inner_optimizer(optimizer).get_config()["learning_rate"]
+        if not isinstance(config, dict):
+            return None
+        return keras.optimizers.schedules.deserialize(config)
+    except (KeyError, TypeError, ValueError, NotImplementedError):
+        return None
+
+
+def _sample_interval(steps, samples_per_epoch):
+    """Steps between samples of the weights, or 0 for none within epochs."""
+    if samples_per_epoch <= 1 or not steps:
+        return 0
+    return max(1, steps // samples_per_epoch)
+
+
 def _no_input():
     return iter(())
 
@@ -803,57 +881,4 @@ def _check_model(model):
             "`compute_loss` and `compute_metrics`, which it cannot do for a "
             "custom step. Override `compute_loss` instead, or train without "
             "LearnDrop."
-        )
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_int(name, value, low):
-    if not _is_int(value):
-        raise TypeError(
-            f"`{name}` must be an integer. Received: {name}={value!r} of "
-            f"type {type(value).__name__}."
-        )
-    if value < low:
-        raise ValueError(
-            f"`{name}` must be >= {low}. Received: {name}={value}."
-        )
-
-
-def _check_number(name, value, low, high, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.number)
-    ):
-        raise TypeError(
-            f"`{name}` must be a number. Received: {name}={value!r} of type "
-            f"{type(value).__name__}."
-        )
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high or np.isnan(value):
-        interval = (
-            ("(" if low_open else "[")
-            + f"{low}, {high}"
-            + (")" if high_open else "]")
-        )
-        raise ValueError(
-            f"`{name}` must be in {interval}. Received: {name}={value}."
-        )
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {', '.join(map(repr, choices))}. "
-            f"Received: {name}={value!r}."
-        )
-
-
-def _check_bool(name, value, extra=""):
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"`{name}` must be True or False{' ' + extra if extra else ''}. "
-            f"Received: {name}={value!r}."
         )

@@ -1,134 +1,675 @@
-"""When to freeze: the growth of the stem from the units' scores.
+"""When to freeze: policies that grow the stem from what they observe.
 
-A unit is **settled** at an evaluation when its continuation score is at or
-below `threshold`. The stem grows to the longest prefix of units that have
-each been settled for `patience` consecutive evaluations, counted only after
-the first `warmup` evaluations. It never shrinks, never holds more than
-`max_drop_fraction` of the units, and never takes the output unit. Units
-without trainable weights are settled from the start.
+At every evaluation (each `eval_every` epochs) `LearnDrop` hands its policy
+an `Observation`: for each unit still training, how far its weights moved
+since the last evaluation (net change and path length, relative to the
+weights' norm), the mean learning rate applied meanwhile, and where the run
+stands (`epoch` of `epochs`). The policy returns how many leading units it
+wants frozen. A policy is an object, like Keras's `LearnDropHistory` or
+`LearningRateSchedule`: built-in ones are documented below with their
+equations, and a new one subclasses `FreezePolicy` and implements
+`propose`.
 
-The policy is pure bookkeeping on NumPy arrays, so it can be tested and
+Every policy gets the same safeguards, applied by `FreezePolicy.update`
+around `propose`:
+
+* nothing freezes before `start_fraction` of the run's epochs, nor after
+  its last epoch (nothing would run on the smaller head);
+* one decision adds at most `max_new_units` units;
+* the stem is a prefix, never shrinks, never holds more than
+  `max_drop_fraction` of the units and never the output unit;
+* a unit whose weights are not finite (a diverged step) is never frozen,
+  nor anything behind it.
+
+Built in:
+
+* `LearnDropScores` (the default): the change of a unit per unit of
+  learning rate, against its peak after warm-up.
+* `DirectionConsistency`: whether a unit's updates still point one way
+  (the effective perturbation of APF, Chen et al. 2021).
+* `AutoFreezeRule`: a unit's change rate against the median of the units
+  still training (AutoFreeze, Liu et al. 2021).
+* `FreezeOut`: unit `i` freezes at `(t0 + (1 - t0) i / n)^3` of the run
+  (Brock et al. 2017); no measurement.
+* `FixedSchedule`: `{evaluation: stem size}`, for experiments.
+
+Policies are pure bookkeeping on NumPy arrays, so they are tested and
 resumed (`get_state` / `set_state`) without a model.
 """
 
+import dataclasses
 import math
 
 import numpy as np
 
+from keras_learndrop import scoring
+from keras_learndrop.checks import check_int
+from keras_learndrop.checks import check_number
+from keras_learndrop.checks import is_int
 
-class FreezePolicy:
-    """Decides the stem size after each evaluation.
 
-    Args:
-        num_units: Integer. Number of units in the model's chain.
-        threshold: Float in (0, 1]. A unit is settled when its continuation
-            score is at or below it.
-        patience: Integer >= 1. Consecutive settled evaluations a unit needs.
-        warmup: Integer >= 0. Evaluations that never count as settled.
-        max_drop_fraction: Float in [0, 1). Largest fraction of the units the
-            stem may hold.
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What a policy sees at one evaluation.
 
-    Example:
-
-    >>> policy = FreezePolicy(3, threshold=0.5, patience=1, warmup=0,
-    ...                       max_drop_fraction=0.7)
-    >>> policy.update([0.2, 0.9, 0.1])
-    1
+    Attributes:
+        epoch: Integer. Index (from 0) of the epoch that just ended.
+        epochs: Integer or `None`. Epochs the `fit` call will run (Keras's
+            `params["epochs"]`); `None` when unknown.
+        change: Float array, one per unit: the net relative change of the
+            unit's trainable weights since the last evaluation,
+            `c_u = ||w_u(k) - w_u(k-1)|| / ||w_u(k-1)||`. `NaN` for frozen
+            units, `inf` for units whose weights are not finite.
+        path: Float array: the relative path length over the same interval,
+            `p_u = sum_s ||w_u(t_s) - w_u(t_{s-1})|| / ||w_u(k-1)||` over the
+            samples taken in between (`FreezePolicy.samples_per_epoch`);
+            `p_u >= c_u`, equal without samples.
+        learning_rate: Float or `None`. Mean learning rate of the optimizer
+            over the interval (sampled with the weights), `None` when the
+            optimizer has none.
+        remaining_learning_rate: Float or `None`. The learning rate still to
+            come: the sum, over the epochs of the `fit` call after this one,
+            of each epoch's mean learning rate, from the optimizer's
+            schedule (a constant rate counts as constant). `None` when the
+            run's length is unknown.
     """
 
+    epoch: int
+    epochs: int | None
+    change: np.ndarray
+    path: np.ndarray
+    learning_rate: float | None = None
+    remaining_learning_rate: float | None = None
+
+    @property
+    def progress(self):
+        """Fraction of the run done after this epoch, or `None`."""
+        if not self.epochs:
+            return None
+        return (self.epoch + 1) / self.epochs
+
+
+class FreezePolicy:
+    """Base class of freeze policies: the safeguards around `propose`.
+
+    Subclasses implement `propose(observation)`, which returns the stem
+    size the policy would choose, and may keep state between evaluations
+    (then override `reset`, `get_state` and `set_state`, calling the base
+    class). `update` applies the safeguards and returns the stem size.
+
+    Args:
+        max_drop_fraction: Float in [0, 1). Largest fraction of the units
+            the stem may hold (never the output unit). Defaults to `0.75`.
+        start_fraction: Float in [0, 1). No unit freezes before this
+            fraction of the run's epochs has been trained. Defaults to
+            `0.0`.
+        max_new_units: Integer >= 1, or `None`. Most units one decision may
+            add to the stem. Defaults to `None` (no bound).
+
+    Attributes:
+        samples_per_epoch: Integer. How many times per epoch LearnDrop
+            samples the weights' path between evaluations (1: only at
+            epoch ends).
+        num_units: Integer, set by `build`.
+        stem_size: Integer. Units frozen so far.
+        evaluations: Integer. Evaluations seen since the last `reset`.
+        last_scores: Dict of the named per-unit scores of the last
+            `propose` (reported by LearnDrop as `ld_<name>_<unit>`).
+    """
+
+    samples_per_epoch = 1
+
     def __init__(
-        self, num_units, threshold, patience, warmup, max_drop_fraction
+        self, max_drop_fraction=0.75, start_fraction=0.0, max_new_units=None
     ):
+        check_number(
+            "max_drop_fraction", max_drop_fraction, 0.0, 1.0, high_open=True
+        )
+        check_number("start_fraction", start_fraction, 0.0, 1.0, high_open=True)
+        if max_new_units is not None:
+            check_int("max_new_units", max_new_units, 1)
+        self.max_drop_fraction = max_drop_fraction
+        self.start_fraction = start_fraction
+        self.max_new_units = max_new_units
+        self.num_units = None
+        self.max_units = 0
+        self.stem_size = 0
+        self.evaluations = 0
+        self.last_scores = {}
+
+    def build(self, num_units):
+        """Prepares the policy for a chain of `num_units` units; resets it."""
+        check_int("num_units", num_units, 1)
         self.num_units = num_units
-        self.threshold = threshold
-        self.patience = patience
-        self.warmup = warmup
         self.max_units = min(
-            num_units - 1, math.floor(max_drop_fraction * num_units + 1e-9)
+            num_units - 1,
+            math.floor(self.max_drop_fraction * num_units + 1e-9),
         )
         self.reset()
 
     def reset(self, stem_size=0):
         """Forgets all evaluations; keeps a stem of `stem_size` units."""
         self.evaluations = 0
-        self.streak = np.zeros(self.num_units, dtype=np.int64)
         self.stem_size = stem_size
+        self.last_scores = {}
 
-    def update(self, continuation):
+    def update(self, observation):
         """Records one evaluation and returns the new stem size.
 
         Args:
-            continuation: Array of the units' continuation scores (`NaN` for
-                frozen units, which stay frozen).
+            observation: An `Observation`.
 
         Returns:
             Integer. The number of leading units to freeze (never less than
             before).
+
+        Raises:
+            ValueError: if the observation does not hold one value per unit,
+                or the policy was not built.
         """
-        scores = np.asarray(continuation, dtype=np.float64)
-        if scores.shape != (self.num_units,):
+        if self.num_units is None:
             raise ValueError(
-                f"`continuation` must hold one score per unit "
-                f"({self.num_units}). Received: shape {scores.shape}."
+                f"{type(self).__name__} must be built for a number of units "
+                "(`policy.build(num_units)`) before `update`; LearnDrop does "
+                "this when `fit` starts."
             )
+        for name in ("change", "path"):
+            shape = np.shape(getattr(observation, name))
+            if shape != (self.num_units,):
+                raise ValueError(
+                    f"`observation.{name}` must hold one value per unit "
+                    f"({self.num_units}). Received: shape {shape}."
+                )
         self.evaluations += 1
-        settled = np.isnan(scores) | (scores <= self.threshold)
-        if self.evaluations <= self.warmup:
-            settled[:] = False
-        self.streak = np.where(settled, self.streak + 1, 0)
-        ready = self.streak >= self.patience
-        prefix = self.stem_size
-        while prefix < self.max_units and ready[prefix]:
-            prefix += 1
-        self.stem_size = max(self.stem_size, prefix)
+        proposal = int(self.propose(observation))
+        progress = observation.progress
+        if progress is not None and (
+            progress < self.start_fraction - 1e-9 or progress >= 1.0
+        ):
+            proposal = self.stem_size
+        change = np.asarray(observation.change, dtype=np.float64)
+        diverged = np.flatnonzero(np.isinf(change) | np.isinf(observation.path))
+        diverged = diverged[diverged >= self.stem_size]
+        if diverged.size:
+            proposal = min(proposal, int(diverged[0]))
+        if self.max_new_units is not None:
+            proposal = min(proposal, self.stem_size + self.max_new_units)
+        proposal = min(proposal, self.max_units)
+        self.stem_size = max(self.stem_size, proposal)
         return self.stem_size
+
+    def propose(self, observation):
+        """Returns the stem size this policy chooses, before safeguards.
+
+        Called once per evaluation, also while the safeguards hold the stem
+        (so that windowed criteria see every evaluation).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `propose(observation)`."
+        )
+
+    def get_config(self):
+        """Returns the constructor arguments, JSON-ready."""
+        return {
+            "max_drop_fraction": self.max_drop_fraction,
+            "start_fraction": self.start_fraction,
+            "max_new_units": self.max_new_units,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Builds a policy from the output of `get_config`."""
+        return cls(**config)
 
     def get_state(self):
         """Returns the policy's state as plain Python values."""
         return {
             "evaluations": int(self.evaluations),
-            "streak": [int(s) for s in self.streak],
             "stem_size": int(self.stem_size),
         }
 
     def set_state(self, state):
         """Restores a state returned by `get_state`."""
         self.evaluations = int(state["evaluations"])
-        self.streak = np.asarray(state["streak"], dtype=np.int64)
         self.stem_size = int(state["stem_size"])
+
+    def __repr__(self):
+        arguments = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_config().items()
+        )
+        return f"{type(self).__name__}({arguments})"
+
+
+class _StreakPolicy(FreezePolicy):
+    """A policy that freezes units settled for `patience` evaluations."""
+
+    def __init__(self, patience, **kwargs):
+        super().__init__(**kwargs)
+        check_int("patience", patience, 1)
+        self.patience = patience
+        self.streak = np.zeros(0, dtype=np.int64)
+
+    def reset(self, stem_size=0):
+        super().reset(stem_size)
+        self.streak = np.zeros(self.num_units or 0, dtype=np.int64)
+
+    def settled(self, observation):
+        """Returns a boolean array: units settled at this evaluation."""
+        raise NotImplementedError
+
+    def propose(self, observation):
+        settled = np.asarray(self.settled(observation), dtype=bool)
+        frozen = np.isnan(np.asarray(observation.change, dtype=np.float64))
+        settled = settled | frozen
+        self.streak = np.where(settled, self.streak + 1, 0)
+        return _prefix(self.streak >= self.patience, self.stem_size)
+
+    def get_config(self):
+        return {"patience": self.patience, **super().get_config()}
+
+    def get_state(self):
+        return {
+            **super().get_state(),
+            "streak": [int(s) for s in self.streak],
+        }
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.streak = np.asarray(state["streak"], dtype=np.int64)
+
+
+class LearnDropScores(_StreakPolicy):
+    """Learn&Drop's scores: how much each unit would still learn.
+
+    For unit `u` at evaluation `k`, with net change `c_u(k)` over the last
+    interval (see `Observation`) and mean learning rate `lr(k)` over it:
+
+    * **rate**, the change per unit of learning rate,
+      `v_u(k) = c_u(k) / lr(k)`. Under SGD a step moves the weights by the
+      learning rate times the (momentum-averaged) gradient, so `v_u` says
+      how fast the unit learns whatever the schedule does to `lr`;
+    * **continuation**, the change the unit would still make if it went on
+      at that rate: `s_u(k) = v_u(k) * L(k)`, where `L(k)` is the learning
+      rate still to come (`Observation.remaining_learning_rate`: the sum of
+      the mean learning rates of the epochs left in `fit`, from the
+      optimizer's schedule).
+
+    A unit is settled when `s_u(k) <= threshold`, i.e. when the rest of the
+    run would move its weights by at most `threshold` times their norm; the
+    stem grows to the longest prefix of units settled for `patience`
+    evaluations in a row. Units without trainable weights are settled from
+    the start.
+
+    Why this form (the README's "Choosing the policy" has the runs): in a
+    ResNet-20 trained from scratch under a cosine schedule, `v_u` of every
+    unit stays within a factor of two from the second epoch to the last,
+    so a score that compares the change with its own peak measures the
+    schedule, or the first epoch's large move away from initialisation,
+    not learning; what does fall is the learning rate still to come. A
+    pre-trained unit moves slowly from the start, so it settles early.
+
+    Args:
+        threshold: Float > 0. Continuation at or below which a unit is
+            settled. Defaults to `0.25`.
+        patience: Integer >= 1. Evaluations in a row a unit must be settled.
+            Defaults to `2`.
+        warmup: Integer >= 0. First evaluations that never count as
+            settled. Defaults to `1`.
+        **kwargs: The safeguards of `FreezePolicy`.
+
+    Example:
+
+    >>> policy = LearnDropScores(threshold=0.25, patience=1, warmup=0)
+    >>> policy.build(3)
+    >>> policy.update(Observation(
+    ...     epoch=4, epochs=10, change=np.array([0.01, 0.05, 0.05]),
+    ...     path=np.array([0.02, 0.05, 0.05]), learning_rate=0.05,
+    ...     remaining_learning_rate=0.2))
+    1
+    """
+
+    def __init__(self, threshold=0.25, patience=2, warmup=1, **kwargs):
+        super().__init__(patience, **kwargs)
+        check_number("threshold", threshold, 0.0, math.inf, low_open=True)
+        check_int("warmup", warmup, 0)
+        self.threshold = threshold
+        self.warmup = warmup
+
+    @classmethod
+    def aggressive(cls, **kwargs):
+        """The faster published setting (see the README's frontier)."""
+        return cls(**{**AGGRESSIVE_SCORES, **kwargs})
+
+    def settled(self, observation):
+        rate = scoring.per_learning_rate(
+            observation.change, observation.learning_rate
+        )
+        remaining = observation.remaining_learning_rate
+        if remaining is None:
+            continuation = np.full_like(rate, np.inf)
+        else:
+            continuation = rate * remaining
+        continuation = np.where(np.isnan(rate), np.nan, continuation)
+        self.last_scores = {"rate": rate, "continuation": continuation}
+        if self.evaluations <= self.warmup:
+            return np.zeros(rate.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(continuation) & (continuation <= self.threshold)
+
+    def get_config(self):
+        return {
+            "threshold": self.threshold,
+            "warmup": self.warmup,
+            **super().get_config(),
+        }
+
+
+class DirectionConsistency(_StreakPolicy):
+    """Freezes units whose updates no longer point one way (APF's rule).
+
+    Between evaluations LearnDrop samples each unit's weights
+    `samples_per_epoch` times. The **consistency** of unit `u` over the
+    interval is its net change over its path length,
+
+    `e_u(k) = ||w_u(k) - w_u(k-1)|| / sum_s ||w_u(t_s) - w_u(t_{s-1})||`,
+
+    in (0, 1]: 1 while every update moves the weights the same way, about
+    `1 / sqrt(S)` for `S` updates in random directions, the picture of a
+    unit that oscillates around its optimum. It is the unit-level form of
+    the effective perturbation `|EMA(delta)| / EMA(|delta|)` of APF (Chen et
+    al., "Communication-Efficient Federated Learning with Adaptive
+    Parameter Freezing", 2021). It does not depend on the learning rate's
+    scale, and the first epoch's large move away from initialisation is as
+    consistent as any other drift. A unit is settled when
+    `e_u(k) <= threshold`, for `patience` evaluations in a row.
+
+    Args:
+        threshold: Float in (0, 1]. Consistency at or below which a unit
+            is settled. Defaults to `0.5`.
+        patience: Integer >= 1. Defaults to `2`.
+        samples_per_epoch: Integer >= 2. Samples of the weights per epoch.
+            Defaults to `8`.
+        **kwargs: The safeguards of `FreezePolicy`.
+
+    Example:
+
+    >>> policy = DirectionConsistency(threshold=0.5, patience=1)
+    >>> policy.build(3)
+    >>> policy.update(Observation(1, 10, np.array([0.1, 0.4, 0.4]),
+    ...                           np.array([0.4, 0.5, 0.5])))
+    1
+    """
+
+    def __init__(self, threshold=0.5, patience=2, samples_per_epoch=8, **kw):
+        super().__init__(patience, **kw)
+        check_number("threshold", threshold, 0.0, 1.0, low_open=True)
+        check_int("samples_per_epoch", samples_per_epoch, 2)
+        self.threshold = threshold
+        self.samples_per_epoch = samples_per_epoch
+
+    def settled(self, observation):
+        consistency = scoring.consistency(observation.change, observation.path)
+        self.last_scores = {"consistency": consistency}
+        return np.isfinite(consistency) & (consistency <= self.threshold)
+
+    def get_config(self):
+        return {
+            "threshold": self.threshold,
+            "samples_per_epoch": self.samples_per_epoch,
+            **super().get_config(),
+        }
+
+
+class AutoFreezeRule(FreezePolicy):
+    """Freezes the prefix of units that change slower than the median.
+
+    AutoFreeze's rule (Liu et al., "AutoFreeze: Automatically Freezing
+    Model Blocks to Accelerate Fine-tuning", 2021), on what LearnDrop
+    observes. AutoFreeze accumulates the L1 norm of each block's gradient
+    over an interval; here the accumulated gradient is
+    `G_u(k) = p_u(k) / lr(k)`, the unit's relative path length per unit of
+    learning rate (what plain SGD's updates add up to). Its change rate is
+    `r_u(k) = |G_u(k-1) - G_u(k)| / G_u(k-1)`; every unit before the first
+    unit still training with `r_u(k) >= median_v r_v(k)` (the median over
+    the units still training) is frozen. It needs two evaluations before
+    its first decision. Units without trainable weights never stop the
+    prefix.
+
+    Args:
+        **kwargs: The safeguards of `FreezePolicy`.
+
+    Example:
+
+    >>> policy = AutoFreezeRule()
+    >>> policy.build(4)
+    >>> observe = lambda epoch, path: Observation(
+    ...     epoch, 10, np.array(path), np.array(path), 0.1)
+    >>> policy.update(observe(1, [1.0, 1.0, 1.0, 1.0]))
+    0
+    >>> policy.update(observe(2, [0.99, 0.98, 0.5, 0.6]))
+    2
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.previous = np.zeros(0)
+
+    def reset(self, stem_size=0):
+        super().reset(stem_size)
+        self.previous = np.full(self.num_units or 0, np.nan)
+
+    def propose(self, observation):
+        accumulated = scoring.per_learning_rate(
+            np.asarray(observation.path, dtype=np.float64),
+            observation.learning_rate,
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.abs(self.previous - accumulated) / self.previous
+        weightless = accumulated == 0
+        rate = np.where(weightless, 0.0, rate)
+        self.previous = accumulated
+        self.last_scores = {"change_rate": rate}
+        training = np.arange(self.num_units) >= self.stem_size
+        candidates = training & np.isfinite(rate) & ~weightless
+        if not candidates.any() or not np.isfinite(rate[training]).all():
+            return self.stem_size
+        median = np.median(rate[candidates])
+        fast = np.flatnonzero(candidates & (rate >= median))
+        return int(fast[0]) if fast.size else self.stem_size
+
+    def get_state(self):
+        return {
+            **super().get_state(),
+            "previous": [
+                None if not np.isfinite(p) else float(p) for p in self.previous
+            ],
+        }
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.previous = np.array(
+            [np.nan if p is None else p for p in state["previous"]],
+            dtype=np.float64,
+        )
+
+
+class FreezeOut(FreezePolicy):
+    """Freezes unit `i` at a fixed share of the run; no measurement.
+
+    FreezeOut's cubic schedule (Brock et al., "FreezeOut: Accelerate
+    Training by Progressively Freezing Layers", 2017): of `n` units, unit
+    `i` (from 0) freezes after the first epoch at which
+
+    `progress >= (t0 + (1 - t0) * i / n) ** 3`,
+
+    where `progress` is the fraction of `fit`'s epochs done. FreezeOut also
+    anneals each layer's learning rate to zero by its freezing time; here
+    the optimizer's own schedule is left alone.
+
+    Args:
+        t0: Float in (0, 1]. Share of the run (before the cube) at which the
+            first unit freezes. Defaults to `0.8`.
+        **kwargs: The safeguards of `FreezePolicy`.
+
+    Raises:
+        ValueError: at `update`, if the run's length is unknown.
+
+    Example:
+
+    >>> policy = FreezeOut(t0=0.5)
+    >>> policy.build(4)
+    >>> [policy.update(Observation(e, 10, np.ones(4), np.ones(4)))
+    ...  for e in range(10)]
+    [0, 1, 2, 2, 3, 3, 3, 3, 3, 3]
+    """
+
+    def __init__(self, t0=0.8, **kwargs):
+        super().__init__(**kwargs)
+        check_number("t0", t0, 0.0, 1.0, low_open=True)
+        self.t0 = t0
+
+    def freeze_times(self):
+        """Returns each unit's freezing time, as a share of the run."""
+        i = np.arange(self.num_units)
+        return (self.t0 + (1 - self.t0) * i / self.num_units) ** 3
+
+    def propose(self, observation):
+        if observation.progress is None:
+            raise ValueError(
+                "FreezeOut needs the number of epochs of the run; it is "
+                "read from `fit` (Keras's `params['epochs']`). Received: "
+                f"epochs={observation.epochs!r}."
+            )
+        due = self.freeze_times() <= observation.progress + 1e-9
+        return _prefix(due, self.stem_size)
+
+    def get_config(self):
+        return {"t0": self.t0, **super().get_config()}
 
 
 class FixedSchedule(FreezePolicy):
     """Freezes fixed numbers of units after fixed evaluations.
 
     For experiments that need a cut at a known time (benchmarks, ablations):
-    the scores are still computed and reported, but ignored.
+    the scores are still computed and reported, but ignored. The safeguards
+    default to none (`max_drop_fraction` only keeps the output unit).
 
     Args:
-        num_units: Integer. Number of units in the model's chain.
         schedule: Dict mapping an evaluation number (1 for the first) to the
-            stem size to reach after it.
+            stem size to reach after it. `{}` never freezes: LearnDrop then
+            only records what it measures (see `benchmarks/
+            simulate_policies.py`).
+        samples_per_epoch: Integer >= 1. Samples of the weights' path per
+            epoch, recorded in the history. Defaults to `1`.
+        **kwargs: The safeguards of `FreezePolicy`.
 
     Example:
 
-    >>> policy = FixedSchedule(4, {2: 3})
-    >>> [policy.update([1.0] * 4) for _ in range(3)]
+    >>> policy = FixedSchedule({2: 3})
+    >>> policy.build(4)
+    >>> [policy.update(Observation(e, 3, np.ones(4), np.ones(4)))
+    ...  for e in range(3)]
     [0, 3, 3]
     """
 
-    def __init__(self, num_units, schedule):
+    def __init__(self, schedule, samples_per_epoch=1, **kwargs):
+        kwargs.setdefault("max_drop_fraction", 0.999)
+        super().__init__(**kwargs)
+        check_int("samples_per_epoch", samples_per_epoch, 1)
+        self.samples_per_epoch = samples_per_epoch
+        if not isinstance(schedule, dict):
+            raise TypeError(
+                "`schedule` must be a dict mapping an evaluation number to "
+                f"a stem size. Received: schedule={schedule!r}."
+            )
         for evaluation, size in schedule.items():
-            if not 0 <= size < num_units or evaluation < 1:
+            valid = is_int(evaluation) and is_int(size)
+            if not valid or evaluation < 1 or size < 0:
+                raise (ValueError if valid else TypeError)(
+                    "`schedule` maps evaluation numbers (integers >= 1) to "
+                    "stem sizes (integers >= 0). Received: "
+                    f"{{{evaluation!r}: {size!r}}} in schedule={schedule!r}."
+                )
+        self.schedule = {int(e): int(s) for e, s in schedule.items()}
+
+    def build(self, num_units):
+        for evaluation, size in self.schedule.items():
+            if size >= num_units:
                 raise ValueError(
-                    "`schedule` maps evaluations (>= 1) to stem sizes in "
+                    "`schedule` maps evaluations to stem sizes in "
                     f"[0, {num_units - 1}] for this model of {num_units} "
                     f"units. Received: {{{evaluation}: {size}}}."
                 )
-        self.schedule = dict(schedule)
-        super().__init__(num_units, 1.0, 1, 0, 1.0 - 1.0 / num_units)
+        super().build(num_units)
 
-    def update(self, continuation):
+    def propose(self, observation):
+        return self.schedule.get(self.evaluations, self.stem_size)
+
+    def update(self, observation):
+        # The plan is the experiment: only the prefix rules apply.
         self.evaluations += 1
-        size = self.schedule.get(self.evaluations, self.stem_size)
+        size = min(self.propose(observation), self.num_units - 1)
         self.stem_size = max(self.stem_size, size)
         return self.stem_size
+
+    def get_config(self):
+        return {
+            "schedule": {str(k): v for k, v in self.schedule.items()},
+            "samples_per_epoch": self.samples_per_epoch,
+            **super().get_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = {int(k): v for k, v in config["schedule"].items()}
+        return cls(**config)
+
+
+# The settings chosen from the frontier (README, "Choosing the policy").
+DEFAULT_SCORES = {}
+AGGRESSIVE_SCORES = {"threshold": 0.7, "patience": 1}
+
+POLICIES = {
+    cls.__name__: cls
+    for cls in (
+        LearnDropScores,
+        DirectionConsistency,
+        AutoFreezeRule,
+        FreezeOut,
+        FixedSchedule,
+    )
+}
+
+
+def default_policy():
+    """Returns the policy `LearnDrop` uses when given none."""
+    return LearnDropScores(**DEFAULT_SCORES)
+
+
+def serialize(policy):
+    """Returns `{"class_name": ..., "config": ...}` of a built-in policy."""
+    return {"class_name": type(policy).__name__, "config": policy.get_config()}
+
+
+def deserialize(config):
+    """Builds a built-in policy from the output of `serialize`.
+
+    Raises:
+        ValueError: for an unknown class name.
+    """
+    name = config.get("class_name")
+    if name not in POLICIES:
+        raise ValueError(
+            f"Unknown policy {name!r}; the built-in policies are "
+            f"{', '.join(sorted(POLICIES))}."
+        )
+    return POLICIES[name].from_config(config["config"])
+
+
+def _prefix(ready, start):
+    """Returns the end of the run of `True` in `ready` from `start` on."""
+    end = start
+    while end < len(ready) and ready[end]:
+        end += 1
+    return end

@@ -24,16 +24,32 @@ class EpochRecord:
     baseline_flops: int
     cache_bytes: int
     seconds: float
+    scoring_seconds: float = 0.0
 
 
 @dataclasses.dataclass
 class Evaluation:
-    """The scores of one evaluation (NaN for units already frozen)."""
+    """What one evaluation measured and decided (NaN: unit already frozen).
+
+    Attributes:
+        epoch: Integer. The epoch (from 0) after which it ran.
+        change: List of each unit's change score `c_u`.
+        path: List of each unit's relative path length `p_u`.
+        learning_rate: Float or `None`. Mean learning rate of the interval.
+        scores: Dict mapping the policy's score names (such as
+            `"continuation"`) to one value per unit.
+        stem_size: Integer. Units frozen after this evaluation.
+        remaining_learning_rate: Float or `None`. The learning rate still
+            to come in the run (see `policy.Observation`).
+    """
 
     epoch: int
     change: list
-    continuation: list
+    path: list
+    learning_rate: float | None
+    scores: dict
     stem_size: int
+    remaining_learning_rate: float | None = None
 
 
 class LearnDropHistory:
@@ -47,15 +63,18 @@ class LearnDropHistory:
         frozen_at: Dict mapping a unit's index to the epoch after which it
             was frozen.
         notes: List of strings: why the cache was not used, fallbacks.
+        policy: Dict `{"class_name": ..., "config": ...}` of the freeze
+            policy, or `None`.
     """
 
-    def __init__(self, unit_names=(), unit_flops=()):
+    def __init__(self, unit_names=(), unit_flops=(), policy=None):
         self.unit_names = list(unit_names)
         self.unit_flops = [int(f) for f in unit_flops]
         self.epochs = []
         self.evaluations = []
         self.frozen_at = {}
         self.notes = []
+        self.policy = policy
 
     @property
     def stem_size(self):
@@ -89,13 +108,20 @@ class LearnDropHistory:
         return {
             "unit_names": self.unit_names,
             "unit_flops": self.unit_flops,
+            "policy": self.policy,
             "epochs": [dataclasses.asdict(e) for e in self.epochs],
             "evaluations": [
                 {
                     "epoch": e.epoch,
                     "change": _json_floats(e.change),
-                    "continuation": _json_floats(e.continuation),
+                    "path": _json_floats(e.path),
+                    "learning_rate": e.learning_rate,
+                    "scores": {
+                        name: _json_floats(values)
+                        for name, values in e.scores.items()
+                    },
                     "stem_size": e.stem_size,
+                    "remaining_learning_rate": e.remaining_learning_rate,
                 }
                 for e in self.evaluations
             ],
@@ -109,14 +135,22 @@ class LearnDropHistory:
     @classmethod
     def from_dict(cls, data):
         """Rebuilds a history from `to_dict()` output."""
-        history = cls(data["unit_names"], data["unit_flops"])
+        history = cls(
+            data["unit_names"], data["unit_flops"], data.get("policy")
+        )
         history.epochs = [EpochRecord(**e) for e in data["epochs"]]
         history.evaluations = [
             Evaluation(
                 epoch=e["epoch"],
                 change=_from_json_floats(e["change"]),
-                continuation=_from_json_floats(e["continuation"]),
+                path=_from_json_floats(e["path"]),
+                learning_rate=e["learning_rate"],
+                scores={
+                    name: _from_json_floats(values)
+                    for name, values in e["scores"].items()
+                },
                 stem_size=e["stem_size"],
+                remaining_learning_rate=e.get("remaining_learning_rate"),
             )
             for e in data["evaluations"]
         ]

@@ -1,28 +1,23 @@
-"""Scores of how much each unit is still learning.
+"""What LearnDrop measures of each unit's weights between evaluations.
 
-This module defines the two scores of Learn&Drop as this project implements
-them. For unit `u` with trainable weights `w_u` at evaluation `k`:
+For unit `u` with trainable weights `w_u`, between evaluations `k - 1` and
+`k` (with `S` samples `t_1 ... t_S` of the weights in between):
 
-* **change score**, the relative change of the weights since the previous
-  evaluation:
-
-  `c_u(k) = ||w_u(k) - w_u(k-1)||_2 / (||w_u(k-1)||_2 + eps)`
-
-* **continuation score**, how much of its fastest learning the unit still
-  shows: its change score over the largest change score it has had so far,
-
-  `s_u(k) = c_u(k) / max_{j <= k} c_u(j)`  (`s_u(k) = 0` when `c_u = 0`).
-
-  It is 1 while the unit learns as fast as it ever did and falls towards 0
-  as the unit settles. Being a ratio, it does not depend on the learning
-  rate or on the scale of the weights, so one threshold serves every unit
-  and every model.
+* **change score**, the relative net change,
+  `c_u(k) = ||w_u(k) - w_u(k-1)||_2 / (||w_u(k-1)||_2 + eps)`;
+* **path length**, the relative distance travelled,
+  `p_u(k) = sum_s ||w_u(t_s) - w_u(t_{s-1})||_2 / (||w_u(k-1)||_2 + eps)`,
+  so `p_u >= c_u`, with equality when the weights moved in one direction;
+* **consistency** `c_u / p_u` and the change **per unit of learning rate**
+  `c_u / lr`, which the policies (`policy.py`) build on.
 
 Non-trainable state (BatchNorm moving statistics) is not part of `w`.
 The pure functions take NumPy arrays; `WeightTracker` measures the norms on
-the device that holds the weights and brings only one pair of scalars per
-unit to the host.
+the device that holds the weights and brings only a scalar or two per unit
+to the host.
 """
+
+import typing
 
 import numpy as np
 
@@ -58,42 +53,64 @@ def change_scores(delta_norms, previous_norms, eps=EPSILON):
     return delta / (previous + eps)
 
 
-def continuation_scores(change_history):
-    """Returns the continuation score of every unit at the last evaluation.
+def per_learning_rate(change, learning_rate):
+    """Returns the change per unit of learning rate.
 
     Args:
-        change_history: Array of shape `(evaluations, units)` with the change
-            scores of each evaluation so far, the newest last. `NaN` marks
-            evaluations where a unit was not scored (it was frozen).
+        change: Array of change scores (or path lengths), one per unit.
+        learning_rate: Float or `None`: the mean learning rate over the
+            interval. `None` or a value that is not positive leaves
+            `change` as it is.
 
     Returns:
-        A float64 NumPy array of `s_u(k) = c_u(k) / max_j c_u(j)`, 0 where
-        the unit's change score is 0.
+        A float64 NumPy array `change / learning_rate`.
 
     Example:
 
-    >>> continuation_scores([[0.4, 0.0], [0.1, 0.0]]).tolist()
-    [0.25, 0.0]
+    >>> per_learning_rate([0.03, 0.0], 0.5).tolist()
+    [0.06, 0.0]
     """
-    history = np.asarray(change_history, dtype=np.float64)
-    if history.ndim != 2 or history.shape[0] == 0:
-        raise ValueError(
-            "`change_history` must be a non-empty 2D array "
-            f"(evaluations, units). Received: shape {history.shape}."
-        )
-    current = history[-1]
+    change = np.asarray(change, dtype=np.float64)
+    if learning_rate is None or not learning_rate > 0:
+        return change
+    return change / learning_rate
+
+
+def consistency(change, path):
+    """Returns each unit's net change over its path length, in [0, 1].
+
+    Args:
+        change: Array of net changes `||w(k) - w(k-1)||` (any common scale).
+        path: Array of path lengths `sum_s ||w(t_s) - w(t_{s-1})||` over the
+            same interval, on the same scale.
+
+    Returns:
+        A float64 NumPy array: 1 when every update moved the weights the
+        same way, near 0 when they cancel out; 0 where nothing moved, `NaN`
+        where `change` is `NaN` (a frozen unit).
+
+    Example:
+
+    >>> consistency([0.5, 0.0, 0.2], [0.5, 0.0, 1.0]).tolist()
+    [1.0, 0.0, 0.2]
+    """
+    change = np.asarray(change, dtype=np.float64)
+    path = np.asarray(path, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        peak = np.nanmax(np.where(np.isnan(history), -np.inf, history), 0)
-        scores = np.where(current > 0, current / peak, 0.0)
-    return np.where(np.isnan(current), np.nan, scores)
+        ratio = np.where(path > 0, change / path, 0.0)
+    ratio = np.where(np.isnan(change) | np.isnan(path), np.nan, ratio)
+    return np.minimum(ratio, 1.0)
 
 
 class WeightTracker:
     """Measures the change of each unit's weights between evaluations.
 
-    The previous weights are kept as tensors on the weights' own device, so
-    an evaluation costs one subtraction and two norms per weight there, and
-    moves one pair of scalars per unit to the host.
+    Two references are kept as tensors on the weights' own device: the
+    weights of the last evaluation (for the net change `||w(k) - w(k-1)||`)
+    and those of the last sample within the interval (for the path length,
+    the sum of `||w(t_s) - w(t_{s-1})||` over the samples). An evaluation
+    or a sample costs one subtraction and one norm per weight there, and
+    moves one or two scalars per unit to the host.
 
     Args:
         unit_weights: List with, for each unit, the list of its trainable
@@ -103,6 +120,8 @@ class WeightTracker:
     def __init__(self, unit_weights):
         self._unit_weights = [list(weights) for weights in unit_weights]
         self._previous = None
+        self._last_sample = None
+        self._path = None
         self.snapshot()
 
     def snapshot(self):
@@ -111,6 +130,8 @@ class WeightTracker:
             [tf.identity(w.value) for w in weights]
             for weights in self._unit_weights
         ]
+        self._last_sample = self._previous
+        self._path = np.zeros(len(self._unit_weights))
 
     def reference(self):
         """Returns the weights of the last snapshot, as NumPy arrays.
@@ -137,40 +158,113 @@ class WeightTracker:
             [tf.constant(next(values), dtype=w.dtype) for w in weights]
             for weights in self._unit_weights
         ]
+        self._last_sample = self._previous
+        self._path = np.zeros(len(self._unit_weights))
+
+    def sample(self, first_unit=0):
+        """Adds the change since the last sample to each unit's path length.
+
+        Called several times between evaluations by policies that look at
+        the direction of the updates (see `policy.DirectionConsistency`).
+
+        Args:
+            first_unit: Integer. Units before it (frozen ones) are skipped.
+        """
+        units = self._scored_units(first_unit)
+        last_sample = list(self._last_sample)
+        if units:
+            values, copies = _sample_step(
+                [[w.value for w in self._unit_weights[u]] for u in units],
+                [self._last_sample[u] for u in units],
+            )
+            norms = np.sqrt(np.maximum(values.numpy(), 0.0))
+            for u, norm, copy in zip(units, norms, copies):
+                self._path[u] += norm
+                last_sample[u] = copy
+        self._last_sample = last_sample
 
     def measure(self, first_unit=0):
-        """Returns norms of the change since the last snapshot, and snapshots.
+        """Returns the norms of the change since the last snapshot; snapshots.
 
         Args:
             first_unit: Integer. Units before it (frozen ones) are skipped
                 and get `NaN`.
 
         Returns:
-            A pair of float64 NumPy arrays `(delta_norms, previous_norms)`.
+            A `UnitChanges` of float64 NumPy arrays: `delta` (the norm of the
+            net change), `previous` (the norm of the reference weights) and
+            `path` (the sum of the norms of the changes between samples,
+            `>= delta`; equal to `delta` without samples).
         """
         count = len(self._unit_weights)
+        if self._last_sample is not self._previous:
+            self.sample(first_unit)
         delta = np.full(count, np.nan)
         previous = np.full(count, np.nan)
-        pairs = []
+        path = np.full(count, np.nan)
+        units = self._scored_units(first_unit)
         for u in range(first_unit, count):
-            weights = self._unit_weights[u]
-            if not weights:
-                delta[u], previous[u] = 0.0, 0.0
-                continue
-            pairs.append((u, weights, self._previous[u]))
-        if pairs:
-            values = _squared_norms(
-                [[w.value for w in ws] for _, ws, _ in pairs],
-                [prev for _, _, prev in pairs],
+            if not self._unit_weights[u]:
+                delta[u], previous[u], path[u] = 0.0, 0.0, 0.0
+        reference = list(self._previous)
+        if units:
+            values, copies = _measure_step(
+                [[w.value for w in self._unit_weights[u]] for u in units],
+                [self._previous[u] for u in units],
             )
             values = np.sqrt(np.maximum(values.numpy(), 0.0))
-            for (u, _, _), (d, p) in zip(pairs, values):
+            for u, (d, p), copy in zip(units, values, copies):
                 delta[u], previous[u] = d, p
-        self.snapshot()
-        return delta, previous
+                sampled = self._path[u]
+                path[u] = max(d, sampled) if sampled > 0 else d
+                reference[u] = copy
+        # Frozen units keep their old reference: they are not measured.
+        self._previous = reference
+        self._last_sample = self._previous
+        self._path = np.zeros(len(self._unit_weights))
+        return UnitChanges(delta, previous, path)
+
+    def _scored_units(self, first_unit):
+        return [
+            u
+            for u in range(first_unit, len(self._unit_weights))
+            if self._unit_weights[u]
+        ]
 
 
-def _squared_norms(current, previous):
+class UnitChanges(typing.NamedTuple):
+    """Norms of the change of each unit's weights over one interval."""
+
+    delta: np.ndarray
+    previous: np.ndarray
+    path: np.ndarray
+
+
+@tf.function(autograph=False, reduce_retracing=True)
+def _sample_step(current, previous):
+    """Returns `||current - previous||^2` per unit, and copies of `current`.
+
+    One compiled call: a sample costs one dispatch, not one per weight.
+    """
+    squared = tf.stack(
+        [
+            tf.add_n(
+                [
+                    tf.reduce_sum(tf.square(tf.cast(w - b, tf.float64)))
+                    for w, b in zip(weights, before)
+                ]
+            )
+            for weights, before in zip(current, previous)
+        ]
+    )
+    copies = [[tf.identity(w) for w in weights] for weights in current]
+    return squared, copies
+
+
+@tf.function(autograph=False, reduce_retracing=True)
+def _measure_step(current, previous):
+    """Returns `[||current - previous||^2, ||previous||^2]` per unit, and
+    copies of `current`."""
     rows = []
     for weights, before in zip(current, previous):
         diff = tf.add_n(
@@ -183,4 +277,5 @@ def _squared_norms(current, previous):
             [tf.reduce_sum(tf.square(tf.cast(b, tf.float64))) for b in before]
         )
         rows.append(tf.stack([diff, norm]))
-    return tf.stack(rows)
+    copies = [[tf.identity(w) for w in weights] for weights in current]
+    return tf.stack(rows), copies

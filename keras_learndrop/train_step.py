@@ -158,6 +158,9 @@ class TrainFunction:
         mode: String, one of `EPOCH_MODES`.
         step: The `HeadStep` in use (`None` in `"full"` mode before any
             freezing).
+        on_step: Callable or `None`, called after every training step with
+            the number of steps run in this epoch (LearnDrop samples the
+            weights there).
         samples: Integer. Training samples processed since `begin_epoch`.
         exhausted: Boolean. Whether the input ran out during this epoch.
         active: Boolean. False after `release()`: calls go to Keras's own
@@ -171,6 +174,7 @@ class TrainFunction:
         self.epoch_iterator = epoch_iterator
         self.mode = "full"
         self.step = None
+        self.on_step = None
         self.active = True
         self._last_iterator = None
         self._replay_view = None
@@ -218,6 +222,8 @@ class TrainFunction:
                 if logs is None:
                     raise StopIteration from None
                 break
+            if self.on_step is not None:
+                self.on_step(self.steps)
         return logs
 
     def _called_by_another_fit(self):

@@ -26,14 +26,7 @@ def _weights(layers):
 
 class ArgumentsTest(parameterized.TestCase):
     @parameterized.named_parameters(
-        ("threshold_high", dict(threshold=1.5), ValueError, "threshold=1.5"),
-        ("threshold_zero", dict(threshold=0), ValueError, r"\(0.0, 1.0\]"),
-        ("threshold_str", dict(threshold="0.5"), TypeError, "number"),
-        ("patience_zero", dict(patience=0), ValueError, "patience=0"),
-        ("patience_float", dict(patience=1.5), TypeError, "integer"),
-        ("warmup_negative", dict(warmup=-1), ValueError, "warmup=-1"),
         ("eval_every", dict(eval_every=0), ValueError, "eval_every=0"),
-        ("fraction_one", dict(max_drop_fraction=1.0), ValueError, "1.0"),
         ("cache", dict(cache="disk"), ValueError, "'auto', 'off'"),
         ("dtype", dict(cache_dtype="int8"), ValueError, "'float16'"),
         ("budget", dict(memory_budget=-5), ValueError, "memory_budget=-5"),
@@ -42,7 +35,7 @@ class ArgumentsTest(parameterized.TestCase):
         ("jit", dict(jit_compile="xla"), TypeError, "'auto'"),
         ("restore", dict(restore_trainable=None), TypeError, "restore"),
         ("seed", dict(seed=-3), ValueError, "seed=-3"),
-        ("schedule", dict(schedule=[1, 2]), TypeError, "schedule"),
+        ("policy", dict(policy={1: 2}), TypeError, "FreezePolicy"),
     )
     def test_bad_argument_is_refused(self, kwargs, error, message):
         with self.assertRaisesRegex(error, message):
@@ -51,7 +44,9 @@ class ArgumentsTest(parameterized.TestCase):
     def test_bad_schedule_names_the_valid_range(self):
         model = tiny_models.compile_model(tiny_models.conv_net())
         x, y = tiny_models.data(8)
-        callback = keras_learndrop.LearnDrop(schedule={1: 4})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 4})
+        )
         with self.assertRaisesRegex(ValueError, r"\[0, 3\].*\{1: 4\}"):
             _fit(model, callback, x, y, 1)
 
@@ -110,9 +105,14 @@ class HooksTest(tf.test.TestCase):
         self.model = tiny_models.compile_model(tiny_models.conv_net())
         self.chain = graph.UnitChain(self.model)
         self.callback = keras_learndrop.LearnDrop(
-            threshold=0.5, patience=2, warmup=1
+            policy=keras_learndrop.LearnDropScores(
+                threshold=0.3, patience=2, warmup=1
+            )
         )
         self.callback.set_model(self.model)
+        # A constant learning rate over 8 epochs: after epoch e (from 0) the
+        # continuation of a unit that changed by c is c * (7 - e).
+        self.callback.set_params({"epochs": 8, "steps": 1})
 
     def _scale_units(self, factors):
         """Scales each unit's kernels by (1 + factor): c_u = factor."""
@@ -123,9 +123,12 @@ class HooksTest(tf.test.TestCase):
     def test_prefix_freezes_at_the_expected_evaluation(self):
         cb = self.callback
         cb.on_train_begin()
-        # Peaks 0.2; then unit 0 and 2 slow down to 0.05 (s = 0.25), unit 1
-        # keeps learning, so only unit 0 (the settled prefix) may freeze.
+        # The warm-up's spike (0.4) never counts; 0.2 with 6 epochs to go
+        # (1.2) is no settling. Then units 0 and 2 slow down to 0.05
+        # (continuation 0.25, then 0.2 <= 0.3), unit 1 keeps learning, so
+        # only unit 0 (the settled prefix) may freeze.
         plan = [
+            [0.4, 0.4, 0.4, 0.4],
             [0.2, 0.2, 0.2, 0.2],
             [0.05, 0.2, 0.05, 0.2],
             [0.05, 0.2, 0.05, 0.2],
@@ -148,10 +151,10 @@ class HooksTest(tf.test.TestCase):
                 [f for i, f in enumerate(factors) if f"ld_change_{i}" in logs],
                 rtol=1e-5,
             )
-        # Warm-up is evaluation 1; patience 2 -> unit 0 after evaluation 3,
-        # units 1 and 2 after evaluation 5.
-        self.assertEqual(stems, [0, 0, 1, 1, 3])
-        self.assertEqual(cb.history.frozen_at, {0: 2, 1: 4, 2: 4})
+        # Warm-up is evaluation 1; patience 2 -> unit 0 after evaluation 4,
+        # units 1 and 2 after evaluation 6.
+        self.assertEqual(stems, [0, 0, 0, 1, 1, 3])
+        self.assertEqual(cb.history.frozen_at, {0: 3, 1: 5, 2: 5})
         self.assertFalse(self.model.get_layer("conv1").trainable)
         self.assertFalse(self.model.get_layer("bn1").trainable)
         self.assertTrue(self.model.get_layer("dense").trainable)
@@ -160,7 +163,7 @@ class HooksTest(tf.test.TestCase):
 
     def test_frozen_units_are_not_scored(self):
         cb = self.callback
-        cb.schedule = {1: 2}
+        cb.policy = keras_learndrop.FixedSchedule({1: 2})
         cb.on_train_begin()
         cb.on_epoch_begin(0)
         self._scale_units([0.1] * 4)
@@ -185,7 +188,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
     def test_fill_then_replay_with_frozen_weights_bit_identical(self):
         model = self._model()
         chain = graph.UnitChain(model)
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         frozen = {}
 
         class Spy(keras.callbacks.Callback):
@@ -222,7 +227,6 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
             "ld_forward_flops",
             "ld_flops_saved",
             "ld_change_2",
-            "ld_continuation_2",
             "val_loss",
         ):
             self.assertIn(key, history.history)
@@ -244,7 +248,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         model = self._model(recorder=True)
         chain = graph.UnitChain(model)
         recorder = model.get_layer("recorder")
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         log = tiny_models.RecorderLog(recorder)
         model.fit(
             self.x,
@@ -265,7 +271,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         orders = []
         for _ in range(2):
             model = self._model()
-            callback = keras_learndrop.LearnDrop(schedule={1: 2}, seed=7)
+            callback = keras_learndrop.LearnDrop(
+                policy=keras_learndrop.FixedSchedule({1: 2}), seed=7
+            )
             _fit(model, callback, self.x, self.y, 2)
             cache = callback._cache
             self.assertIsNone(cache)  # released at the end of fit
@@ -276,7 +284,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         results = []
         for tamper in (False, True):
             model = self._model()
-            callback = keras_learndrop.LearnDrop(schedule={1: 2}, seed=3)
+            callback = keras_learndrop.LearnDrop(
+                policy=keras_learndrop.FixedSchedule({1: 2}), seed=3
+            )
 
             class Tamper(keras.callbacks.Callback):
                 def on_epoch_begin(self, epoch, logs=None, tamper=tamper):
@@ -299,7 +309,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         model = self._model(recorder=True)
         chain = graph.UnitChain(model)
         recorder = model.get_layer("recorder")
-        callback = keras_learndrop.LearnDrop(schedule={1: 2}, keep_frozen=True)
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}), keep_frozen=True
+        )
         _fit(model, callback, self.x, self.y, 3)
         x2, y2 = tiny_models.data(24, seed=5)
         recorder.reset()
@@ -320,7 +332,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
             ("weighted", {0: 1.0, 1: 5.0, 2: 0.1}),
         ):
             model = self._model()
-            callback = keras_learndrop.LearnDrop(schedule={1: 2}, seed=1)
+            callback = keras_learndrop.LearnDrop(
+                policy=keras_learndrop.FixedSchedule({1: 2}), seed=1
+            )
             history = _fit(
                 model, callback, self.x, self.y, 3, class_weight=class_weight
             )
@@ -340,7 +354,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
             int(dataset.cardinality()), int(tf.data.UNKNOWN_CARDINALITY)
         )
         log = tiny_models.RecorderLog(recorder)
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         model.fit(dataset, epochs=4, verbose=0, callbacks=[callback, log])
         self.assertEqual(
             [e.mode for e in callback.history.epochs],
@@ -355,7 +371,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
             .repeat()
             .batch(8)
         )
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         with self.assertWarnsRegex(UserWarning, "steps_per_epoch=3"):
             model.fit(
                 dataset,
@@ -376,7 +394,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
     )
     def test_augmentation_in_the_stem_is_detected(self, layer):
         model = self._model(front=[layer])
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         with self.assertWarnsRegex(UserWarning, "augmented_views"):
             _fit(model, callback, self.x, self.y, 3)
         self.assertEqual(
@@ -386,7 +406,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
 
     def test_augmented_views_are_filled_then_replayed_in_turn(self):
         model = self._model(front=[keras.layers.RandomFlip(seed=1)])
-        callback = keras_learndrop.LearnDrop(schedule={1: 2}, augmented_views=2)
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}), augmented_views=2
+        )
         _fit(model, callback, self.x, self.y, 5)
         self.assertEqual(
             [e.mode for e in callback.history.epochs],
@@ -399,7 +421,7 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
     def test_declared_input_augmentation_disables_the_cache(self):
         model = self._model()
         callback = keras_learndrop.LearnDrop(
-            schedule={1: 2}, augmented_inputs=True
+            policy=keras_learndrop.FixedSchedule({1: 2}), augmented_inputs=True
         )
         with self.assertWarns(UserWarning):
             _fit(model, callback, self.x, self.y, 3)
@@ -408,7 +430,7 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
     def test_memory_budget_exceeded_falls_back_to_the_stem(self):
         model = self._model()
         callback = keras_learndrop.LearnDrop(
-            schedule={1: 2}, memory_budget=1000
+            policy=keras_learndrop.FixedSchedule({1: 2}), memory_budget=1000
         )
         with self.assertWarnsRegex(UserWarning, "budget"):
             _fit(model, callback, self.x, self.y, 3)
@@ -423,7 +445,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
     )
     def test_low_precision_cache_halves_the_bytes(self, dtype):
         model = self._model()
-        callback = keras_learndrop.LearnDrop(schedule={1: 2}, cache_dtype=dtype)
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}), cache_dtype=dtype
+        )
         history = _fit(model, callback, self.x, self.y, 3)
         self.assertEqual(
             history.history["ld_cache_bytes"][-1], 48 * 96 * 2 + 48 * 8
@@ -433,7 +457,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
     def test_growing_stem_extends_the_cache_like_a_fresh_fill(self):
         model = self._model()
         chain = graph.UnitChain(model)
-        callback = keras_learndrop.LearnDrop(schedule={1: 1, 3: 3})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 1, 3: 3})
+        )
         views = {}
 
         class Spy(keras.callbacks.Callback):
@@ -470,7 +496,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
 
     def test_forward_flops_follow_the_epoch_modes(self):
         model = self._model()
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         _fit(model, callback, self.x, self.y, 3)
         flops = callback.history.unit_flops
         self.assertEqual(sum(flops), keras_learndrop.model_flops(model))
@@ -487,7 +515,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
 
     def test_model_saves_and_loads_in_plain_keras(self):
         model = self._model()
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         saved = {}
 
         class SaveDuring(keras.callbacks.Callback):
@@ -525,7 +555,8 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
     def test_restore_trainable_false_keeps_the_stem_frozen(self):
         model = self._model()
         callback = keras_learndrop.LearnDrop(
-            schedule={1: 2}, restore_trainable=False
+            policy=keras_learndrop.FixedSchedule({1: 2}),
+            restore_trainable=False,
         )
         _fit(model, callback, self.x, self.y, 2)
         self.assertFalse(model.get_layer("conv2").trainable)
@@ -533,7 +564,9 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
 
     def test_callback_is_reusable_and_resets_per_fit(self):
         model = self._model()
-        callback = keras_learndrop.LearnDrop(schedule={1: 2})
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
         _fit(model, callback, self.x, self.y, 2)
         _fit(model, callback, self.x, self.y, 2)
         self.assertEqual(

@@ -28,6 +28,7 @@ TINY = dict(
     max_val=32,
     epochs=3,
     batch_size=16,
+    policy="fixed",
     schedule="1:2",
     verbose=0,
 )

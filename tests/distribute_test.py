@@ -214,11 +214,13 @@ class MirroredTest(tf.test.TestCase):
             model = _net(recorder=True)
         # Freeze 1 unit after epoch 0; 2 after epoch 1 (the cached view is
         # extended by conv2); then replay.
-        callback = keras_learndrop.LearnDrop(schedule={1: 1, 2: 2}, seed=4)
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 1, 2: 2}), seed=4
+        )
         history, epochs = self._fit(model, callback, 4)
         single = _net(recorder=True)
         single_callback = keras_learndrop.LearnDrop(
-            schedule={1: 1, 2: 2}, seed=4
+            policy=keras_learndrop.FixedSchedule({1: 1, 2: 2}), seed=4
         )
         single_history, single_epochs = self._fit(single, single_callback, 4)
 
@@ -258,7 +260,10 @@ class MirroredTest(tf.test.TestCase):
         # Threshold 1 settles every unit at the first evaluation: 3 of the
         # 4 units freeze (max_drop_fraction 0.75), the head is `dense`.
         callback = keras_learndrop.LearnDrop(
-            threshold=1.0, patience=1, warmup=0, seed=2
+            policy=keras_learndrop.LearnDropScores(
+                threshold=1.0, patience=1, warmup=0
+            ),
+            seed=2,
         )
         stem = _stem_weights(model, 3)
         after_freeze = {}

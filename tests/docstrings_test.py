@@ -41,7 +41,13 @@ class DocstringsTest(tf.test.TestCase, parameterized.TestCase):
     )
     def test_examples(self, name):
         module = importlib.import_module(name)
-        globs = {**vars(module), "keras": keras, "np": np, "tf": tf}
+        globs = {
+            **vars(module),
+            "keras": keras,
+            "keras_learndrop": keras_learndrop,
+            "np": np,
+            "tf": tf,
+        }
 
         result = doctest.testmod(
             module,

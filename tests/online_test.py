@@ -2,6 +2,7 @@
 
 from absl.testing import flagsaver
 
+import keras_learndrop
 from examples import online
 from keras_learndrop.backend import tf
 
@@ -16,7 +17,7 @@ class OnlineTest(tf.test.TestCase):
             chunks=2,
             epochs=3,
             batch_size=32,
-            schedule={2: 2},
+            policy=keras_learndrop.FixedSchedule({2: 2}),
         )
         self.assertEqual(records[0]["modes"], ["full", "full", "fill"])
         self.assertEqual(records[1]["modes"], ["fill", "replay", "replay"])

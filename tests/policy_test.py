@@ -1,218 +1,423 @@
-"""Tests for keras_learndrop.policy."""
+"""Tests for keras_learndrop.policy, on synthetic observation sequences.
+
+The sequences model what LearnDrop sees in training with SGD: a unit that
+still learns moves its weights by `lr * g` per evaluation in one direction
+(net change = path length); a settled unit oscillates, so its net change is
+a small share of its path, and its net change per unit of learning rate
+falls well below its earlier drift.
+"""
+
+import json
+import math
 
 import numpy as np
 from absl.testing import parameterized
 
+import keras_learndrop
 from keras_learndrop import policy
 from keras_learndrop.backend import tf
 
 NAN = float("nan")
-SETTLED = 0.1  # At or below the threshold of 0.5 used below.
-LEARNING = 0.9
+EPOCHS = 20
 
 
-def _policy(num_units=4, patience=1, warmup=0, max_drop_fraction=0.75):
-    return policy.FreezePolicy(
-        num_units,
-        threshold=0.5,
-        patience=patience,
-        warmup=warmup,
-        max_drop_fraction=max_drop_fraction,
-    )
+def _cosine(epoch, epochs=EPOCHS, base=0.1):
+    return 0.5 * base * (1 + math.cos(math.pi * (epoch + 0.5) / epochs))
 
 
-def _run(freeze_policy, evaluations):
-    return [freeze_policy.update(scores) for scores in evaluations]
+def _observe(epoch, change, path=None, lr=0.1, epochs=EPOCHS):
+    change = np.asarray(change, dtype=np.float64)
+    path = change if path is None else np.asarray(path, dtype=np.float64)
+    return policy.Observation(epoch, epochs, change, path, lr)
 
 
-class FreezePolicyTest(tf.test.TestCase, parameterized.TestCase):
-    def setUp(self):
-        super().setUp()
-        np.random.seed(0)
+def _learning(epoch, units=4, drift=1.0):
+    """Every unit drifts at `drift` per unit of a cosine learning rate."""
+    lr = _cosine(epoch)
+    change = np.full(units, drift * lr)
+    return _observe(epoch, change, change, lr)
 
-    def test_docstring_example(self):
-        freeze_policy = policy.FreezePolicy(
-            3, threshold=0.5, patience=1, warmup=0, max_drop_fraction=0.7
+
+def _run(freeze_policy, observations, num_units=4):
+    freeze_policy.build(num_units)
+    return [freeze_policy.update(o) for o in observations]
+
+
+# What every measuring policy must not mistake for settling, and what it
+# must recognise as settled (see the module docstring).
+def _schedule_decay_only(epochs=EPOCHS):
+    return [_learning(e) for e in range(epochs)]
+
+
+def _first_epoch_spike(epochs=EPOCHS):
+    observations = [_learning(e) for e in range(epochs)]
+    spike = observations[0].change * 50.0
+    observations[0] = _observe(0, spike, spike, observations[0].learning_rate)
+    return observations
+
+
+def _unit_zero_settles(at=6, epochs=EPOCHS):
+    observations = []
+    for e in range(epochs):
+        lr = _cosine(e)
+        change = np.full(4, lr)
+        path = change.copy()
+        if e >= at:
+            # Unit 0 oscillates: a tenth of its drift survives, over a path
+            # as long as before.
+            change[0] = 0.1 * lr
+        observations.append(_observe(e, change, path, lr))
+    return observations
+
+
+MEASURING = (
+    ("scores", lambda: policy.LearnDropScores(threshold=0.5, patience=2)),
+    (
+        "consistency",
+        lambda: policy.DirectionConsistency(threshold=0.5, patience=2),
+    ),
+)
+
+
+class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
+    def test_stem_never_takes_the_output_unit(self):
+        always = policy.LearnDropScores(
+            threshold=1.0, patience=1, warmup=0, max_drop_fraction=0.99
         )
+        sizes = _run(always, [_observe(e, [0.1] * 4) for e in range(3)])
 
-        self.assertEqual(freeze_policy.update([0.2, 0.9, 0.1]), 1)
+        self.assertEqual(sizes, [3, 3, 3])
 
-    @parameterized.named_parameters(
-        ("at_threshold", 0.5, 1),
-        ("below_threshold", 0.49, 1),
-        ("above_threshold", 0.51, 0),
-        ("zero", 0.0, 1),
-    )
-    def test_settled_means_at_or_below_threshold(self, score, expected):
-        freeze_policy = _policy()
-
-        self.assertEqual(
-            freeze_policy.update([score, LEARNING, LEARNING, LEARNING]),
-            expected,
+    def test_max_drop_fraction_caps_the_stem(self):
+        always = policy.LearnDropScores(
+            threshold=1.0, patience=1, warmup=0, max_drop_fraction=0.5
         )
-
-    @parameterized.named_parameters(("one", 1), ("three", 3))
-    def test_warmup_evaluations_never_count(self, warmup):
-        freeze_policy = _policy(patience=2, warmup=warmup)
-        settled = [SETTLED] * 4
-
-        sizes = _run(freeze_policy, [settled] * (warmup + 2))
-
-        # Settled during warmup, yet `patience` more evaluations are needed.
-        self.assertEqual(sizes, [0] * (warmup + 1) + [3])
-
-    def test_patience_needs_consecutive_settled_evaluations(self):
-        freeze_policy = _policy(patience=3)
-        settled = [SETTLED, LEARNING, LEARNING, LEARNING]
-        learning = [LEARNING] * 4
-
-        sizes = _run(
-            freeze_policy,
-            [settled, settled, learning, settled, settled, settled],
-        )
-
-        # The learning evaluation resets the streak of 2.
-        self.assertEqual(sizes, [0, 0, 0, 0, 0, 1])
-
-    def test_stem_is_the_longest_settled_prefix(self):
-        freeze_policy = _policy(num_units=5, max_drop_fraction=0.8)
-
-        # Unit 1 still learns: units 2 and 3 must wait behind it.
-        self.assertEqual(
-            freeze_policy.update([SETTLED, LEARNING, SETTLED, SETTLED, 0]), 1
-        )
-        # Unit 1 settles; units 2 and 3 have been settled all along.
-        self.assertEqual(
-            freeze_policy.update([NAN, SETTLED, SETTLED, SETTLED, LEARNING]),
-            4,
-        )
-
-    def test_units_behind_a_learning_unit_keep_their_streak(self):
-        freeze_policy = _policy(num_units=4, patience=2)
-
-        sizes = _run(
-            freeze_policy,
-            [
-                [LEARNING, SETTLED, SETTLED, LEARNING],
-                [LEARNING, SETTLED, SETTLED, LEARNING],
-                [SETTLED, SETTLED, SETTLED, LEARNING],
-                [SETTLED, SETTLED, SETTLED, LEARNING],
-            ],
-        )
-
-        self.assertEqual(sizes, [0, 0, 0, 3])
-
-    def test_stem_never_shrinks(self):
-        freeze_policy = _policy()
-        freeze_policy.update([SETTLED, SETTLED, LEARNING, LEARNING])
-
-        sizes = _run(freeze_policy, [[LEARNING] * 4] * 3)
+        sizes = _run(always, [_observe(e, [0.1] * 4) for e in range(3)])
 
         self.assertEqual(sizes, [2, 2, 2])
-        self.assertEqual(freeze_policy.stem_size, 2)
 
-    def test_frozen_units_count_as_settled(self):
-        freeze_policy = _policy(patience=2)
+    def test_start_fraction_holds_every_decision_until_then(self):
+        always = policy.LearnDropScores(
+            threshold=1.0, patience=1, warmup=0, start_fraction=0.3
+        )
+        sizes = _run(
+            always, [_observe(e, [0.1] * 4, epochs=10) for e in range(4)]
+        )
+
+        # Epoch index 2 ends 30 % of the run.
+        self.assertEqual(sizes, [0, 0, 3, 3])
+
+    def test_max_new_units_bounds_each_decision(self):
+        always = policy.LearnDropScores(
+            threshold=1.0,
+            patience=1,
+            warmup=0,
+            max_new_units=1,
+            max_drop_fraction=0.99,
+        )
+        sizes = _run(always, [_observe(e, [0.1] * 4) for e in range(4)])
+
+        self.assertEqual(sizes, [1, 2, 3, 3])
+
+    def test_diverged_unit_and_those_behind_it_never_freeze(self):
+        always = policy.LearnDropScores(
+            threshold=1.0, patience=1, warmup=0, max_drop_fraction=0.99
+        )
+        change = [0.1, math.inf, 0.1, 0.1]
+
+        sizes = _run(always, [_observe(e, change) for e in range(3)])
+
+        self.assertEqual(sizes, [1, 1, 1])
+
+    def test_stem_never_shrinks(self):
+        plan = policy.FixedSchedule({1: 2, 2: 1})
+
+        self.assertEqual(
+            _run(plan, [_observe(e, [0.1] * 4) for e in range(3)]), [2, 2, 2]
+        )
+
+    def test_update_before_build_is_refused(self):
+        with self.assertRaisesRegex(ValueError, r"policy.build\(num_units\)"):
+            policy.LearnDropScores().update(_observe(0, [0.1]))
+
+    def test_observation_of_the_wrong_length_is_refused(self):
+        scores = policy.LearnDropScores()
+        scores.build(4)
+
+        with self.assertRaisesRegex(
+            ValueError, r"one value per unit \(4\). Received: shape \(3,\)"
+        ):
+            scores.update(_observe(0, [0.1] * 3))
+
+    def test_subclass_without_propose_says_what_to_implement(self):
+        class Mine(policy.FreezePolicy):
+            pass
+
+        mine = Mine()
+        mine.build(3)
+
+        with self.assertRaisesRegex(NotImplementedError, "propose"):
+            mine.update(_observe(0, [0.1] * 3))
+
+    def test_a_custom_policy_needs_only_propose(self):
+        class FreezeWhatStopped(policy.FreezePolicy):
+            def propose(self, observation):
+                moving = np.flatnonzero(np.nan_to_num(observation.change) > 0)
+                return int(moving[0]) if moving.size else self.num_units
+
+        mine = FreezeWhatStopped(max_drop_fraction=0.99)
 
         sizes = _run(
-            freeze_policy,
-            [
-                [NAN, NAN, SETTLED, LEARNING],
-                [NAN, NAN, SETTLED, LEARNING],
-            ],
+            mine, [_observe(0, [0.0, 0.0, 0.1, 0.1]), _observe(1, [0.1] * 4)]
         )
 
-        self.assertEqual(sizes, [0, 3])
+        self.assertEqual(sizes, [2, 2])
 
-    def test_reset_keeps_the_stem_and_forgets_the_streaks(self):
-        freeze_policy = _policy(patience=2, warmup=1)
-        _run(freeze_policy, [[SETTLED] * 4] * 3)
-        self.assertEqual(freeze_policy.stem_size, 3)
 
-        freeze_policy.reset(stem_size=1)
+class MeasuringPoliciesTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(*MEASURING)
+    def test_learning_rate_decay_alone_freezes_nothing(self, make):
+        sizes = _run(make(), _schedule_decay_only())
 
+        self.assertEqual(sizes[-1], 0)
+
+    @parameterized.named_parameters(*MEASURING)
+    def test_first_epoch_spike_alone_freezes_nothing(self, make):
+        sizes = _run(make(), _first_epoch_spike())
+
+        self.assertEqual(sizes[-1], 0)
+
+    @parameterized.named_parameters(*MEASURING)
+    def test_a_settled_unit_freezes_after_patience(self, make):
+        sizes = _run(make(), _unit_zero_settles(at=6))
+
+        # Settled from evaluation 7 (epoch 6) on; patience 2.
+        self.assertEqual(sizes[6], 0)
+        self.assertEqual(sizes[7], 1)
+        self.assertEqual(sizes[-1], 1)
+
+    @parameterized.named_parameters(*MEASURING)
+    def test_frozen_units_stay_settled(self, make):
+        freeze_policy = make()
+        sizes = _run(freeze_policy, _unit_zero_settles(at=2))
+        self.assertEqual(sizes[-1], 1)
+
+        # Frozen units are observed as NaN from then on.
+        change = np.array([NAN, 0.05, 0.05, 0.05])
+        for e in range(EPOCHS, EPOCHS + 3):
+            freeze_policy.update(_observe(e, change, change * 1.0, 0.05))
         self.assertEqual(freeze_policy.stem_size, 1)
-        self.assertEqual(freeze_policy.evaluations, 0)
-        # Warmup and patience apply again.
-        sizes = _run(freeze_policy, [[NAN] + [SETTLED] * 3] * 3)
-        self.assertEqual(sizes, [1, 1, 3])
 
-    @parameterized.named_parameters(
-        ("half_of_four", 4, 0.5, 2),
-        ("floor", 5, 0.5, 2),
-        ("float_rounding_29", 100, 0.29, 29),
-        ("float_rounding_7", 10, 0.7, 7),
-        ("zero", 4, 0.0, 0),
-        # Never the output unit, however close to 1 the fraction is.
-        ("almost_all", 4, 0.99, 3),
-        ("all_but_one", 3, 2 / 3, 2),
-        ("single_unit", 1, 0.99, 0),
-    )
-    def test_stem_is_capped(self, num_units, fraction, cap):
-        freeze_policy = _policy(num_units=num_units, max_drop_fraction=fraction)
+    def test_scores_without_learning_rate_use_the_change(self):
+        scores = policy.LearnDropScores(
+            threshold=0.5, patience=1, warmup=0, per_learning_rate=False
+        )
+        observations = [
+            _observe(0, [0.2, 0.2, 0.2, 0.2], lr=None),
+            _observe(1, [0.05, 0.2, 0.2, 0.2], lr=None),
+        ]
 
-        size = freeze_policy.update([SETTLED] * num_units)
+        self.assertEqual(_run(scores, observations), [0, 1])
 
-        self.assertEqual(size, cap)
-        self.assertEqual(freeze_policy.update([NAN] * num_units), cap)
+    def test_scores_report_rate_and_continuation(self):
+        scores = policy.LearnDropScores(warmup=0)
+        _run(scores, [_observe(0, [0.2, 0.1, 0.2, 0.2], lr=0.1)])
 
-    def test_state_round_trip_gives_identical_decisions(self):
+        self.assertAllClose(scores.last_scores["rate"], [2.0, 1.0, 2.0, 2.0])
+        self.assertAllClose(
+            scores.last_scores["continuation"], [1.0, 1.0, 1.0, 1.0]
+        )
+
+    def test_consistency_of_random_updates_is_about_one_over_root_s(self):
         rng = np.random.default_rng(0)
-        evaluations = rng.uniform(0.0, 0.7, size=(12, 6))
-        evaluations[3, 1] = LEARNING
-        original = policy.FreezePolicy(
-            6, threshold=0.5, patience=2, warmup=1, max_drop_fraction=0.8
-        )
-        _run(original, evaluations[:4])
+        steps = rng.normal(size=(16, 1000))
+        path = np.linalg.norm(steps, axis=1).sum()
+        net = np.linalg.norm(steps.sum(axis=0))
+        consistency = policy.DirectionConsistency()
+        consistency.build(2)
 
-        state = original.get_state()
-        restored = policy.FreezePolicy(
-            6, threshold=0.5, patience=2, warmup=1, max_drop_fraction=0.8
-        )
-        restored.set_state(state)
+        consistency.update(_observe(0, [net, net], [path, path]))
 
-        self.assertEqual(restored.get_state(), state)
-        # Plain Python values, so the state can be saved as JSON.
-        self.assertEqual({type(v) for v in state.values()}, {int, list})
-        self.assertTrue(all(type(s) is int for s in state["streak"]))
-        sizes = _run(original, evaluations[4:])
-        self.assertEqual(_run(restored, evaluations[4:]), sizes)
-        self.assertNotEqual(sizes[0], sizes[-1])  # The stem did grow.
-        # Without the state (streaks, warmup done) the decisions differ.
-        fresh = policy.FreezePolicy(
-            6, threshold=0.5, patience=2, warmup=1, max_drop_fraction=0.8
+        self.assertAllClose(
+            consistency.last_scores["consistency"], [0.25, 0.25], atol=0.02
         )
-        self.assertNotEqual(_run(fresh, evaluations[4:]), sizes)
+
+
+class AutoFreezeRuleTest(tf.test.TestCase):
+    def test_needs_two_evaluations(self):
+        rule = policy.AutoFreezeRule()
+
+        self.assertEqual(_run(rule, [_observe(0, [0.1, 1.0, 1.0, 1.0])]), [0])
+
+    def test_freezes_the_prefix_before_the_first_unit_at_the_median(self):
+        rule = policy.AutoFreezeRule()
+        observations = [
+            _observe(0, [1.0, 1.0, 1.0, 1.0]),
+            # Change rates 0.01, 0.02, 0.5, 0.4: median 0.21.
+            _observe(1, [0.99, 0.98, 0.5, 0.6]),
+        ]
+
+        self.assertEqual(_run(rule, observations), [0, 2])
+
+    def test_learning_rate_decay_alone_freezes_nothing(self):
+        # Every unit's accumulated gradient changes alike.
+        self.assertEqual(_run(policy.AutoFreezeRule(), _learning_seq())[-1], 0)
+
+    def test_spike_alone_freezes_nothing(self):
+        self.assertEqual(
+            _run(policy.AutoFreezeRule(), _first_epoch_spike())[-1], 0
+        )
+
+    def test_reports_change_rates(self):
+        rule = policy.AutoFreezeRule()
+        _run(rule, [_observe(0, [1.0] * 4), _observe(1, [0.5, 1, 1, 1.5])])
+
+        self.assertAllClose(rule.last_scores["change_rate"], [0.5, 0, 0, 0.5])
+
+
+def _learning_seq():
+    return [_learning(e) for e in range(EPOCHS)]
+
+
+class FreezeOutTest(tf.test.TestCase):
+    def test_cubic_schedule_of_the_paper(self):
+        freeze_out = policy.FreezeOut(t0=0.8, max_drop_fraction=0.99)
+        freeze_out.build(4)
+
+        self.assertAllClose(
+            freeze_out.freeze_times(), [0.8**3, 0.85**3, 0.9**3, 0.95**3]
+        )
+
+    def test_freezes_by_progress_not_by_scores(self):
+        freeze_out = policy.FreezeOut(t0=0.5)
+
+        sizes = _run(
+            freeze_out, [_observe(e, [1.0] * 4, epochs=10) for e in range(10)]
+        )
+
+        # Unit i at (0.5 + 0.125 i)^3: 0.125, 0.244, 0.42 (3 is the cap).
+        self.assertEqual(sizes, [0, 1, 2, 2, 3, 3, 3, 3, 3, 3])
+
+    def test_unknown_run_length_is_refused(self):
+        freeze_out = policy.FreezeOut()
+        freeze_out.build(4)
+
+        with self.assertRaisesRegex(ValueError, "epochs=None"):
+            freeze_out.update(_observe(0, [1.0] * 4, epochs=None))
 
 
 class FixedScheduleTest(tf.test.TestCase):
-    def test_docstring_example(self):
-        fixed = policy.FixedSchedule(4, {2: 3})
+    def test_follows_the_plan(self):
+        plan = policy.FixedSchedule({2: 1, 4: 3})
 
-        self.assertEqual([fixed.update([1.0] * 4) for _ in range(3)], [0, 3, 3])
+        sizes = _run(plan, [_observe(e, [1.0] * 4) for e in range(5)])
 
-    def test_scores_are_ignored_and_the_stem_never_shrinks(self):
-        fixed = policy.FixedSchedule(5, {1: 2, 3: 1, 4: 4})
+        self.assertEqual(sizes, [0, 1, 1, 3, 3])
 
-        sizes = _run(fixed, [[0.0] * 5, [0.0] * 5, [1.0] * 5, [1.0] * 5])
+    def test_plan_larger_than_the_model_is_refused_at_build(self):
+        with self.assertRaisesRegex(ValueError, r"\[0, 3\].*\{1: 4\}"):
+            policy.FixedSchedule({1: 4}).build(4)
 
-        self.assertEqual(sizes, [2, 2, 2, 4])
 
-    def test_invalid_schedule(self):
-        with self.assertRaisesRegex(
-            ValueError, r"\[0, 3\] for this model of 4 units.*\{1: 4\}"
+ALL_POLICIES = (
+    ("scores", lambda: policy.LearnDropScores(threshold=0.3, patience=3)),
+    ("aggressive", policy.LearnDropScores.aggressive),
+    ("consistency", lambda: policy.DirectionConsistency(samples_per_epoch=4)),
+    ("autofreeze", lambda: policy.AutoFreezeRule(max_new_units=2)),
+    ("freezeout", lambda: policy.FreezeOut(t0=0.6, start_fraction=0.1)),
+    ("fixed", lambda: policy.FixedSchedule({3: 1, 6: 2})),
+)
+
+
+class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(*ALL_POLICIES)
+    def test_get_config_round_trips_through_json(self, make):
+        original = make()
+        config = json.loads(json.dumps(policy.serialize(original)))
+
+        rebuilt = policy.deserialize(config)
+
+        self.assertIs(type(rebuilt), type(original))
+        self.assertEqual(rebuilt.get_config(), original.get_config())
+
+    @parameterized.named_parameters(*ALL_POLICIES)
+    def test_resume_restores_the_state_exactly(self, make):
+        observations = _unit_zero_settles(at=3)
+        reference = make()
+        expected = _run(reference, observations)
+        for cut in (1, 4, 9):
+            first = make()
+            _run(first, observations[:cut])
+            state = json.loads(json.dumps(first.get_state()))
+            resumed = make()
+            resumed.build(4)
+            resumed.set_state(state)
+
+            rest = [resumed.update(o) for o in observations[cut:]]
+
+            self.assertEqual(rest, expected[cut:], msg=f"cut {cut}")
+            self.assertEqual(resumed.get_state(), reference.get_state())
+
+    def test_unknown_class_name_lists_the_built_in_ones(self):
+        with self.assertRaisesRegex(ValueError, "'Mine'.*FreezeOut"):
+            policy.deserialize({"class_name": "Mine", "config": {}})
+
+    def test_public_api(self):
+        for name in (
+            "FreezePolicy",
+            "LearnDropScores",
+            "DirectionConsistency",
+            "AutoFreezeRule",
+            "FreezeOut",
+            "FixedSchedule",
+            "Observation",
         ):
-            policy.FixedSchedule(4, {1: 4})
-        with self.assertRaisesRegex(ValueError, r"\{0: 1\}"):
-            policy.FixedSchedule(4, {0: 1})
+            self.assertIs(getattr(keras_learndrop, name), getattr(policy, name))
+        self.assertIsInstance(
+            keras_learndrop.LearnDrop().policy, policy.LearnDropScores
+        )
 
 
-if __name__ == "__main__":
-    tf.test.main()
+class ArgumentsTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("threshold_high", policy.LearnDropScores, dict(threshold=1.5),
+         ValueError, r"`threshold` must be in \(0.0, 1.0\]. Received: "
+         r"threshold=1.5"),
+        ("threshold_nan", policy.LearnDropScores, dict(threshold=NAN),
+         ValueError, "threshold=nan"),
+        ("threshold_str", policy.DirectionConsistency, dict(threshold="0.5"),
+         TypeError, "threshold='0.5' of type str"),
+        ("patience_zero", policy.LearnDropScores, dict(patience=0),
+         ValueError, "patience=0"),
+        ("patience_float", policy.DirectionConsistency, dict(patience=1.5),
+         TypeError, "patience=1.5"),
+        ("warmup_bool", policy.LearnDropScores, dict(warmup=True),
+         TypeError, "warmup=True"),
+        ("per_lr", policy.LearnDropScores, dict(per_learning_rate=1),
+         TypeError, "per_learning_rate=1"),
+        ("samples_one", policy.DirectionConsistency,
+         dict(samples_per_epoch=1), ValueError, "samples_per_epoch=1"),
+        ("fraction_one", policy.AutoFreezeRule, dict(max_drop_fraction=1.0),
+         ValueError, "max_drop_fraction=1.0"),
+        ("start_negative", policy.FreezeOut, dict(start_fraction=-0.1),
+         ValueError, "start_fraction=-0.1"),
+        ("new_units_zero", policy.AutoFreezeRule, dict(max_new_units=0),
+         ValueError, "max_new_units=0"),
+        ("t0_zero", policy.FreezeOut, dict(t0=0), ValueError, "t0=0"),
+        ("unknown", policy.LearnDropScores, dict(thresold=0.5), TypeError,
+         "thresold"),
+    )  # fmt: skip
+    def test_bad_argument_is_refused(self, cls, kwargs, error, message):
+        with self.assertRaisesRegex(error, message):
+            cls(**kwargs)
 
-
-class ScoreLengthTest(tf.test.TestCase):
-    def test_scores_of_the_wrong_length_are_refused(self):
-        freeze = policy.FreezePolicy(3, 0.5, 1, 0, 0.7)
-        with self.assertRaisesRegex(ValueError, r"\(3\).*\(1,\)"):
-            freeze.update([0.1])
+    @parameterized.named_parameters(
+        ("list", [1, 2], TypeError, r"dict.*schedule=\[1, 2\]"),
+        ("str_size", {1: "2"}, TypeError, "'2'"),
+        ("float_size", {1: 2.0}, TypeError, "2.0"),
+        ("zero", {0: 1}, ValueError, ">= 1"),
+        ("negative", {2: -1}, ValueError, "-1"),
+    )
+    def test_bad_schedule_is_refused(self, schedule, error, message):
+        with self.assertRaisesRegex(error, message):
+            policy.FixedSchedule(schedule)

@@ -20,7 +20,12 @@ def _history():
         )
     history.evaluations.append(
         report.Evaluation(
-            0, [0.2, float("nan"), 0.1], [1.0, float("nan"), 0.5], 2
+            0,
+            [0.2, float("nan"), 0.1],
+            [0.4, float("nan"), 0.1],
+            0.05,
+            {"continuation": [1.0, float("nan"), 0.5]},
+            2,
         )
     )
     history.frozen_at = {0: 0, 1: 0}

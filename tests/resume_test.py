@@ -95,10 +95,9 @@ def _learn_drop(backup_dir, eval_every=1, **kwargs):
     # settled ones, half the units (2 of 4) freeze at the end of epoch 2,
     # a decision that needs the policy's streaks from before any crash.
     return keras_learndrop.LearnDrop(
-        threshold=1.0,
-        warmup=1,
-        patience=2,
-        max_drop_fraction=0.5,
+        policy=keras_learndrop.LearnDropScores(
+            threshold=1.0, warmup=1, patience=2, max_drop_fraction=0.5
+        ),
         eval_every=eval_every,
         seed=3,
         backup_dir=backup_dir,
@@ -134,7 +133,7 @@ def _uninterrupted(eval_every=1, epochs=EPOCHS):
 
 def _evaluations(history):
     return [
-        (e.epoch, e.stem_size, e.change, e.continuation)
+        (e.epoch, e.stem_size, e.change, e.scores["continuation"])
         for e in history.evaluations
     ]
 
@@ -453,8 +452,8 @@ class KilledProcessTest(tf.test.TestCase):
         )
         self.assertEqual(history.frozen_at, reference.frozen_at)
         self.assertAllClose(
-            [e.continuation for e in history.evaluations],
-            [e.continuation for e in reference.evaluations],
+            [e.scores["continuation"] for e in history.evaluations],
+            [e.scores["continuation"] for e in reference.evaluations],
             rtol=0,
             atol=0,
         )
@@ -467,7 +466,9 @@ class ModelCheckpointTest(tf.test.TestCase):
         directory = self.get_temp_dir()
         x, y = tiny_models.data(48)
         model = _model()
-        learn_drop = keras_learndrop.LearnDrop(schedule={1: 2}, seed=1)
+        learn_drop = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}), seed=1
+        )
         seen = {}
 
         class Record(keras.callbacks.Callback):

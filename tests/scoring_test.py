@@ -1,7 +1,5 @@
 """Tests for keras_learndrop.scoring."""
 
-import warnings
-
 import numpy as np
 from absl.testing import parameterized
 
@@ -67,50 +65,41 @@ class ChangeScoresTest(tf.test.TestCase, parameterized.TestCase):
             scoring.change_scores([1.0, 2.0], [1.0, 2.0, 3.0])
 
 
-class ContinuationScoresTest(tf.test.TestCase, parameterized.TestCase):
-    def test_ratio_to_peak_over_a_sequence_of_evaluations(self):
-        # Unit 0 rises then falls, unit 1 starts without change, unit 2 is
-        # frozen throughout, unit 3 is frozen after its second evaluation.
-        changes = [
-            [0.2, 0.0, NAN, 0.5],
-            [0.4, 0.3, NAN, 0.25],
-            [0.1, 0.6, NAN, NAN],
-            [0.3, 0.15, NAN, NAN],
-            [0.0, 0.6, NAN, NAN],
-        ]
-        expected = [
-            [1.0, 0.0, NAN, 1.0],
-            [1.0, 1.0, NAN, 0.5],
-            [0.25, 1.0, NAN, NAN],
-            [0.75, 0.25, NAN, NAN],
-            [0.0, 1.0, NAN, NAN],
-        ]
-
-        for k in range(1, len(changes) + 1):
-            with warnings.catch_warnings():
-                # A unit without change or frozen is no reason to warn.
-                warnings.simplefilter("error")
-                scores = scoring.continuation_scores(changes[:k])
-            self.assertEqual(scores.dtype, np.float64)
-            self.assertAllClose(
-                scores, expected[k - 1], rtol=1e-12, atol=0, msg=f"eval {k}"
-            )
-            self.assertAllEqual(np.isnan(scores), np.isnan(expected[k - 1]))
-
-    def test_zero_change_is_zero_even_with_zero_peak(self):
-        scores = scoring.continuation_scores([[0.0, 0.0], [0.0, 0.5]])
-
-        self.assertAllEqual(scores, [0.0, 1.0])
+class PerLearningRateTest(tf.test.TestCase, parameterized.TestCase):
+    def test_divides_by_the_learning_rate(self):
+        self.assertAllClose(
+            scoring.per_learning_rate([0.02, 0.0, NAN], 0.1), [0.2, 0.0, NAN]
+        )
 
     @parameterized.named_parameters(
-        ("one_dimensional", [0.1, 0.2], r"\(2,\)"),
-        ("no_evaluation", np.zeros((0, 3)), r"\(0, 3\)"),
+        ("none", None), ("zero", 0.0), ("negative", -1.0)
     )
-    def test_invalid_history(self, history, shape):
-        with self.assertRaisesRegex(
-            ValueError, rf"non-empty 2D array.*Received: shape {shape}"
-        ):
-            scoring.continuation_scores(history)
+    def test_without_a_usable_rate_the_change_is_kept(self, rate):
+        self.assertAllEqual(scoring.per_learning_rate([0.5], rate), [0.5])
+
+    def test_a_schedule_alone_leaves_the_rate_unchanged(self):
+        # Plain SGD on a constant gradient: the change follows the learning
+        # rate, the change per unit of learning rate does not.
+        rates = [0.1, 0.05, 0.01]
+        changes = [0.3 * r for r in rates]
+
+        per_rate = [
+            scoring.per_learning_rate([c], r)[0] for c, r in zip(changes, rates)
+        ]
+
+        self.assertAllClose(per_rate, [0.3, 0.3, 0.3])
+
+
+class ConsistencyTest(tf.test.TestCase):
+    def test_known_values(self):
+        self.assertAllClose(
+            scoring.consistency([0.5, 0.0, 0.2, NAN], [0.5, 0.0, 1.0, 1.0]),
+            [1.0, 0.0, 0.2, NAN],
+        )
+
+    def test_never_above_one(self):
+        # Rounding may put the net change a hair above the path.
+        self.assertEqual(scoring.consistency([1.0 + 1e-12], [1.0])[0], 1.0)
 
 
 class WeightTrackerTest(tf.test.TestCase):
@@ -141,7 +130,7 @@ class WeightTrackerTest(tf.test.TestCase):
                 w.assign(rng.normal(size=w.shape).astype("float32"))
         after = [self._values(0), self._values(2)]
 
-        delta, previous = tracker.measure()
+        delta, previous, _ = tracker.measure()
 
         self.assertEqual(delta.dtype, np.float64)
         self.assertAllClose(
@@ -169,7 +158,7 @@ class WeightTrackerTest(tf.test.TestCase):
         kernel.assign(np.full((4, 2), 2.0, "float32"))
         bias.assign(np.array([3.0, 4.0], "float32"))
 
-        delta, previous = tracker.measure()
+        delta, previous, _ = tracker.measure()
 
         # ||[1.5] * 8 ++ [3, 4]|| = sqrt(18 + 25); ||[0.5] * 8|| = sqrt(2).
         self.assertAllClose(delta[2], np.sqrt(43.0), rtol=1e-12, atol=0)
@@ -180,6 +169,52 @@ class WeightTrackerTest(tf.test.TestCase):
             rtol=1e-9,
             atol=0,
         )
+
+    def test_path_adds_the_changes_between_samples(self):
+        kernel, bias = self.dense2.kernel, self.dense2.bias
+        kernel.assign(np.zeros((4, 2), "float32"))
+        bias.assign(np.zeros(2, "float32"))
+        tracker = scoring.WeightTracker(self.units)
+        # Out and back: +3 then -1 on bias[0]; then +2 on bias[1].
+        bias.assign([3.0, 0.0])
+        tracker.sample()
+        bias.assign([2.0, 0.0])
+        tracker.sample()
+        bias.assign([2.0, 2.0])
+
+        delta, _, path = tracker.measure()
+
+        self.assertAllClose(delta[2], np.sqrt(8.0), rtol=1e-12, atol=0)
+        self.assertAllClose(path[2], 3.0 + 1.0 + 2.0, rtol=1e-12, atol=0)
+        self.assertEqual(path[1], 0.0)  # No weights.
+
+    def test_path_equals_delta_without_samples(self):
+        tracker = scoring.WeightTracker(self.units)
+        self.dense1.kernel.assign_add(tf.ones_like(self.dense1.kernel))
+
+        delta, _, path = tracker.measure()
+
+        self.assertAllEqual(delta, path)
+
+    def test_measure_starts_a_new_path(self):
+        tracker = scoring.WeightTracker(self.units)
+        self.dense2.bias.assign_add([1.0, 0.0])
+        tracker.sample()
+        tracker.measure()
+        self.dense2.bias.assign_add([0.0, 1.0])
+
+        _, _, path = tracker.measure()
+
+        self.assertAllClose(path[2], 1.0, rtol=1e-12, atol=0)
+
+    def test_samples_skip_frozen_units(self):
+        tracker = scoring.WeightTracker(self.units)
+        self.dense1.kernel.assign_add(tf.ones_like(self.dense1.kernel))
+        tracker.sample(first_unit=1)
+
+        delta, _, path = tracker.measure(first_unit=1)
+
+        self.assertTrue(np.isnan(delta[0]) and np.isnan(path[0]))
 
     def test_measure_sees_in_place_optimizer_updates(self):
         tracker = scoring.WeightTracker(self.units)
@@ -194,7 +229,7 @@ class WeightTrackerTest(tf.test.TestCase):
         )
         after = self._values(2)
 
-        delta, _ = tracker.measure()
+        delta, _, _ = tracker.measure()
 
         self.assertGreater(delta[2], 0.0)
         self.assertAllClose(
@@ -207,9 +242,9 @@ class WeightTrackerTest(tf.test.TestCase):
     def test_second_measure_without_change_is_zero(self):
         tracker = scoring.WeightTracker(self.units)
         self.dense1.kernel.assign_add(tf.ones_like(self.dense1.kernel))
-        first_delta, _ = tracker.measure()
+        first_delta, _, _ = tracker.measure()
 
-        delta, previous = tracker.measure()
+        delta, previous, _ = tracker.measure()
 
         self.assertGreater(first_delta[0], 0.0)
         self.assertAllEqual(delta, [0.0, 0.0, 0.0])
@@ -226,7 +261,7 @@ class WeightTrackerTest(tf.test.TestCase):
         self.dense2.kernel.assign_add(tf.ones_like(self.dense2.kernel))
 
         tracker.snapshot()
-        delta, _ = tracker.measure()
+        delta, _, _ = tracker.measure()
 
         self.assertAllEqual(delta, [0.0, 0.0, 0.0])
 
@@ -236,7 +271,7 @@ class WeightTrackerTest(tf.test.TestCase):
         self.dense1.kernel.assign_add(tf.ones_like(self.dense1.kernel))
         self.dense2.kernel.assign_add(tf.ones_like(self.dense2.kernel))
 
-        delta, previous = tracker.measure(first_unit=1)
+        delta, previous, _ = tracker.measure(first_unit=1)
 
         self.assertTrue(np.isnan(delta[0]))
         self.assertTrue(np.isnan(previous[0]))
@@ -248,7 +283,7 @@ class WeightTrackerTest(tf.test.TestCase):
     def test_unit_without_weights_gets_zero(self):
         tracker = scoring.WeightTracker([[], []])
 
-        delta, previous = tracker.measure()
+        delta, previous, _ = tracker.measure()
 
         self.assertAllEqual(delta, [0.0, 0.0])
         self.assertAllEqual(previous, [0.0, 0.0])
@@ -261,7 +296,7 @@ class WeightTrackerTest(tf.test.TestCase):
         self.bn.moving_mean.assign(tf.ones_like(self.bn.moving_mean) * 5.0)
         self.bn.moving_variance.assign(tf.ones_like(self.bn.moving_mean) * 3)
 
-        delta, _ = tracker.measure()
+        delta, _, _ = tracker.measure()
 
         self.assertLen(chain, 2)
         self.assertAllEqual(delta, [0.0, 0.0])

@@ -71,7 +71,10 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_learn_drop_freezes_per_schedule_and_saves_flops(self):
         result = train.run(
-            **TINY, schedule=SCHEDULE, output_dir=self.output_dir
+            **TINY,
+            policy="fixed",
+            schedule=SCHEDULE,
+            output_dir=self.output_dir,
         )
 
         self.assertEqual(set(result), RESULT_KEYS)
@@ -131,7 +134,9 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("val accuracy -", train.summary_lines(result)[0])
 
     def test_augment_tells_learn_drop_the_inputs_are_random(self):
-        result = train.run(**TINY, augment=True, schedule=SCHEDULE)
+        result = train.run(
+            **TINY, augment=True, policy="fixed", schedule=SCHEDULE
+        )
 
         # With augmented_views=0, a frozen stem on random inputs runs
         # forward every epoch instead of caching one stale view.
@@ -147,6 +152,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         result = train.run(
             **TINY,
             input_pipeline="numpy",
+            policy="fixed",
             schedule=SCHEDULE,
             lr_schedule="step",
         )
@@ -241,12 +247,106 @@ class ParseScheduleTest(parameterized.TestCase):
             train.parse_schedule(text)
 
 
+class PolicyFlagsTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("scores", "scores", "", "LearnDropScores", {"threshold": 0.5}),
+        ("aggressive", "aggressive", "", "LearnDropScores", {}),
+        (
+            "consistency",
+            "consistency",
+            "threshold=0.4,samples_per_epoch=4",
+            "DirectionConsistency",
+            {"threshold": 0.4, "samples_per_epoch": 4},
+        ),
+        ("autofreeze", "autofreeze", "max_new_units=2", "AutoFreezeRule",
+         {"max_new_units": 2}),
+        ("freezeout", "freezeout", "t0=0.5", "FreezeOut", {"t0": 0.5}),
+    )  # fmt: skip
+    def test_policy_and_its_arguments_take_effect(
+        self, name, args, class_name, expected
+    ):
+        config = train.TrainConfig(policy=name, policy_args=args)
+
+        made = train.make_policy(config)
+
+        self.assertEqual(type(made).__name__, class_name)
+        for key, value in expected.items():
+            self.assertEqual(made.get_config()[key], value)
+
+    def test_fixed_takes_the_schedule(self):
+        made = train.make_policy(
+            train.TrainConfig(policy="fixed", schedule="2:3")
+        )
+
+        self.assertEqual(made.schedule, {2: 3})
+
+    @parameterized.named_parameters(
+        ("unknown_argument", dict(policy="freezeout", policy_args="x=1"),
+         "do not fit policy 'freezeout'"),
+        ("bad_value", dict(policy="scores", policy_args="threshold=2"),
+         "threshold=2"),
+        ("schedule_elsewhere", dict(policy="scores", schedule="1:2"),
+         "only of it"),
+        ("malformed", dict(policy="scores", policy_args="threshold"),
+         "'name=value'"),
+        ("unknown_policy", dict(policy="magic"), "one of scores"),
+    )  # fmt: skip
+    def test_bad_policy_flags_are_refused(self, fields, message):
+        with self.assertRaisesRegex(ValueError, message):
+            train.make_policy(train.TrainConfig(**fields))
+
+
+class FineTuningTest(tf.test.TestCase):
+    def test_classes_are_selected_and_relabelled(self):
+        data = train.load_data(
+            train.TrainConfig(dataset="digits", classes="7-9", image_size=0)
+        )
+
+        self.assertEqual(data.num_classes, 3)
+        self.assertEqual(sorted(set(data.y_train.tolist())), [0, 1, 2])
+        self.assertEqual(len(data.class_names), 3)
+
+    def test_bad_classes_are_refused(self):
+        with self.assertRaisesRegex(ValueError, "distinct labels in"):
+            train.load_data(train.TrainConfig(dataset="digits", classes="9-10"))
+        with self.assertRaisesRegex(ValueError, "'0-4' or '5,7,9'"):
+            train.parse_classes("a-b")
+
+    def test_init_weights_load_all_but_the_classifier(self):
+        path = os.path.join(self.get_temp_dir(), "pre.weights.h5")
+        first = train.run(**TINY, learn_drop=False, save_weights=path)
+        del first
+        model = models.build_model("small_cnn", (8, 8, 1), 10, width=0.25)
+        saved = models.build_model("small_cnn", (8, 8, 1), 10, width=0.25)
+        saved.load_weights(path)
+
+        kept = train.load_matching_weights(model, path)
+
+        self.assertEqual(kept, [model.layers[-1].name])
+        for layer, source in zip(model.layers[:-1], saved.layers[:-1]):
+            for got, want in zip(layer.get_weights(), source.get_weights()):
+                self.assertAllEqual(got, want)
+        self.assertNotAllClose(
+            model.layers[-1].get_weights()[0],
+            saved.layers[-1].get_weights()[0],
+        )
+
+    def test_missing_init_weights_file_says_how_to_make_one(self):
+        model = models.build_model("small_cnn", (8, 8, 1), 10, width=0.25)
+        with self.assertRaisesRegex(FileNotFoundError, "save_weights"):
+            train.load_matching_weights(model, "/nonexistent.weights.h5")
+
+
 class MainTest(tf.test.TestCase):
     def test_main_trains_from_flags_and_writes_the_result(self):
         output_dir = self.get_temp_dir()
         stdout = io.StringIO()
         with flagsaver.flagsaver(
-            **TINY, schedule=SCHEDULE, output_dir=output_dir, learn_drop=True
+            **TINY,
+            policy="fixed",
+            schedule=SCHEDULE,
+            output_dir=output_dir,
+            learn_drop=True,
         ):
             with redirect_stdout(stdout):
                 train.main(["train.py"])

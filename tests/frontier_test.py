@@ -1,0 +1,86 @@
+"""Smoke tests of the frontier benchmark on a tiny model and dataset."""
+
+import json
+import os
+
+from absl import flags
+from absl.testing import flagsaver
+from matplotlib import image
+
+from benchmarks import frontier
+from examples import datasets
+from keras_learndrop.backend import tf
+
+FLAGS = flags.FLAGS
+
+TINY = dict(
+    dataset="digits",
+    model="small_cnn",
+    width=0.25,
+    image_size=0,
+    epochs=3,
+    batch_size=16,
+    tune_train=64,
+    tune_val=32,
+    seeds=["0"],
+    regime="tiny",
+)
+
+
+def setUpModule():
+    frontier.define_flags()
+    if not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()
+
+
+class FrontierTest(tf.test.TestCase):
+    def test_tuning_split_never_uses_the_validation_images(self):
+        data = datasets.load_dataset("digits", seed=0)
+        tuning = frontier.tuning_split(data, 100, 50)
+        self.assertAllEqual(tuning.x_train, data.x_train[:100])
+        self.assertAllEqual(tuning.x_val, data.x_train[100:150])
+        with self.assertRaisesRegex(ValueError, "Lower `tune_train`"):
+            frontier.tuning_split(data, 10**6, 1)
+
+    def test_bad_setting_is_refused_before_training(self):
+        with self.assertRaisesRegex(ValueError, "starts with one of scores"):
+            frontier.parse_setting("magic:threshold=1")
+
+    def test_runs_resume_and_report_pairs_with_the_baseline(self):
+        results = os.path.join(self.get_temp_dir(), "tiny.jsonl")
+        plot = os.path.join(self.get_temp_dir(), "frontier.png")
+        with flagsaver.flagsaver(
+            **TINY, setting=["fixed:1:2"], results=[results]
+        ):
+            frontier.main(["frontier.py"])
+        # A second call with one more setting only runs that one.
+        with flagsaver.flagsaver(
+            **TINY, setting=["fixed:1:2", "observe"], results=[results]
+        ):
+            frontier.main(["frontier.py"])
+        rows = frontier.read_results([results])
+        self.assertEqual(
+            [r["setting"] for r in rows], ["baseline", "fixed:1:2", "observe"]
+        )
+        fixed = rows[1]
+        self.assertEqual(fixed["modes"], ["full", "fill", "replay"])
+        self.assertLen(rows[2]["evaluations"], 3)
+        self.assertEqual(rows[2]["frozen_after_epoch"], {})
+
+        (summary,) = frontier.summarize(rows)
+        self.assertEqual(summary["setting"], "fixed:1:2")
+        self.assertAllClose(
+            summary["speedup"],
+            rows[0]["fit_seconds"] / fixed["fit_seconds"],
+        )
+        self.assertAllClose(
+            summary["delta_points"],
+            100 * (fixed["val_accuracy"] - rows[0]["val_accuracy"]),
+        )
+        with flagsaver.flagsaver(report=True, results=[results], plot=plot):
+            frontier.main(["frontier.py"])
+        self.assertEqual(image.imread(plot).ndim, 3)
+        self.assertIn(
+            "| tiny | fixed:1:2 | 1 |", frontier.format_table([summary])
+        )
+        json.dumps(rows)  # The file's rows stay JSON.
