@@ -655,15 +655,19 @@ class LearnDrop(keras.callbacks.Callback):
             current = self._learning_rate()
             return None if current is None else current * remaining
         optimizer = _inner_optimizer(self.model.optimizer)
-        step = int(optimizer.iterations.numpy())
+        step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        middles = step + steps * (np.arange(remaining) + 0.5)
         try:
-            middles = step + steps * (np.arange(remaining) + 0.5)
-            return float(
-                sum(
-                    float(keras.ops.convert_to_numpy(self._schedule(int(s))))
-                    for s in middles
-                )
+            # Keras's schedules work on a vector of steps: one call.
+            rates = keras.ops.convert_to_numpy(
+                self._schedule(keras.ops.convert_to_tensor(middles, "float32"))
             )
+            if np.shape(rates) != (remaining,):
+                rates = [
+                    keras.ops.convert_to_numpy(self._schedule(int(s)))
+                    for s in middles
+                ]
+            return float(np.sum(rates))
         except (TypeError, ValueError):
             current = self._learning_rate()
             return None if current is None else current * remaining

@@ -324,7 +324,7 @@ class LearnDropScores(_StreakPolicy):
     >>> policy.update(Observation(
     ...     epoch=4, epochs=10, change=np.array([0.01, 0.05, 0.05]),
     ...     path=np.array([0.02, 0.05, 0.05]), learning_rate=0.05,
-    ...     remaining_learning_rate=0.2))
+    ...     remaining_learning_rate=0.5))
     1
     """
 
@@ -346,7 +346,9 @@ class LearnDropScores(_StreakPolicy):
         )
         remaining = observation.remaining_learning_rate
         if remaining is None:
-            continuation = np.full_like(rate, np.inf)
+            # Without the run's length only a unit that does not move at
+            # all (no trainable weights) is known to be settled.
+            continuation = np.where(rate == 0, 0.0, np.inf)
         else:
             continuation = rate * remaining
         continuation = np.where(np.isnan(rate), np.nan, continuation)

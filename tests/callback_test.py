@@ -176,6 +176,71 @@ class HooksTest(tf.test.TestCase):
         self.assertIn("ld_change_2", logs)
 
 
+class ObservationTest(parameterized.TestCase, tf.test.TestCase):
+    """What LearnDrop hands its policy, measured in a real fit."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+        self.x, self.y = tiny_models.data(48)
+
+    def _observe(self, optimizer, samples_per_epoch, epochs=4):
+        model = tiny_models.compile_model(
+            tiny_models.conv_net(), optimizer=optimizer
+        )
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule(
+                {}, samples_per_epoch=samples_per_epoch
+            )
+        )
+        _fit(model, callback, self.x, self.y, epochs)
+        return callback.history.evaluations
+
+    def test_learning_rates_follow_the_schedule(self):
+        # 6 steps an epoch, 4 epochs: the schedule spans 24 steps.
+        schedule = keras.optimizers.schedules.CosineDecay(0.1, 24)
+        evaluations = self._observe(keras.optimizers.SGD(schedule), 1)
+
+        def lr(step):
+            return float(schedule(step))
+
+        for k, evaluation in enumerate(evaluations):
+            middles = [6 * (k + 1) + 6 * j + 3 for j in range(3 - k)]
+            self.assertAllClose(
+                evaluation.remaining_learning_rate,
+                sum(lr(s) for s in middles),
+                rtol=1e-5,
+            )
+            # Sampled at the epoch's start and end.
+            self.assertAllClose(
+                evaluation.learning_rate,
+                (lr(6 * k) + lr(6 * (k + 1))) / 2,
+                rtol=1e-5,
+            )
+
+    def test_constant_learning_rate_counts_as_constant(self):
+        evaluations = self._observe(keras.optimizers.SGD(0.05), 1)
+
+        self.assertAllClose(
+            [e.remaining_learning_rate for e in evaluations],
+            [0.15, 0.1, 0.05, 0.0],
+        )
+
+    def test_samples_within_the_epoch_make_the_path(self):
+        without = self._observe(keras.optimizers.SGD(0.05, momentum=0.9), 1)
+        keras.utils.set_random_seed(0)
+        self.x, self.y = tiny_models.data(48)
+        sampled = self._observe(keras.optimizers.SGD(0.05, momentum=0.9), 3)
+
+        for plain, many in zip(without, sampled):
+            # The same training: the same net change, and a path that
+            # only equals it without samples.
+            self.assertAllClose(plain.change, many.change, rtol=1e-5)
+            self.assertAllEqual(plain.path, plain.change)
+            self.assertTrue(np.all(np.array(many.path) >= many.change))
+            self.assertTrue(np.any(np.array(many.path) > many.change))
+
+
 class FitTest(parameterized.TestCase, tf.test.TestCase):
     def setUp(self):
         super().setUp()

@@ -25,17 +25,24 @@ def _cosine(epoch, epochs=EPOCHS, base=0.1):
     return 0.5 * base * (1 + math.cos(math.pi * (epoch + 0.5) / epochs))
 
 
-def _observe(epoch, change, path=None, lr=0.1, epochs=EPOCHS):
+def _remaining(epoch, epochs=EPOCHS):
+    """The cosine learning rate still to come after `epoch`."""
+    return sum(_cosine(e, epochs) for e in range(epoch + 1, epochs))
+
+
+def _observe(epoch, change, path=None, lr=0.1, epochs=EPOCHS, remaining=-1):
     change = np.asarray(change, dtype=np.float64)
     path = change if path is None else np.asarray(path, dtype=np.float64)
-    return policy.Observation(epoch, epochs, change, path, lr)
+    if remaining == -1:
+        remaining = lr * (epochs - epoch - 1) if epochs else None
+    return policy.Observation(epoch, epochs, change, path, lr, remaining)
 
 
-def _learning(epoch, units=4, drift=1.0):
+def _learning(epoch, units=4, drift=2.0):
     """Every unit drifts at `drift` per unit of a cosine learning rate."""
     lr = _cosine(epoch)
     change = np.full(units, drift * lr)
-    return _observe(epoch, change, change, lr)
+    return _observe(epoch, change, change, lr, remaining=_remaining(epoch))
 
 
 def _run(freeze_policy, observations, num_units=4):
@@ -52,7 +59,9 @@ def _schedule_decay_only(epochs=EPOCHS):
 def _first_epoch_spike(epochs=EPOCHS):
     observations = [_learning(e) for e in range(epochs)]
     spike = observations[0].change * 50.0
-    observations[0] = _observe(0, spike, spike, observations[0].learning_rate)
+    observations[0] = _observe(
+        0, spike, spike, observations[0].learning_rate, remaining=_remaining(0)
+    )
     return observations
 
 
@@ -60,18 +69,20 @@ def _unit_zero_settles(at=6, epochs=EPOCHS):
     observations = []
     for e in range(epochs):
         lr = _cosine(e)
-        change = np.full(4, lr)
+        change = np.full(4, 2.0 * lr)
         path = change.copy()
         if e >= at:
             # Unit 0 oscillates: a tenth of its drift survives, over a path
             # as long as before.
             change[0] = 0.1 * lr
-        observations.append(_observe(e, change, path, lr))
+        observations.append(
+            _observe(e, change, path, lr, remaining=_remaining(e))
+        )
     return observations
 
 
 MEASURING = (
-    ("scores", lambda: policy.LearnDropScores(threshold=0.5, patience=2)),
+    ("scores", lambda: policy.LearnDropScores(threshold=0.25, patience=2)),
     (
         "consistency",
         lambda: policy.DirectionConsistency(threshold=0.5, patience=2),
@@ -84,7 +95,7 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
         always = policy.LearnDropScores(
             threshold=1.0, patience=1, warmup=0, max_drop_fraction=0.99
         )
-        sizes = _run(always, [_observe(e, [0.1] * 4) for e in range(3)])
+        sizes = _run(always, [_observe(e, [0.0] * 4) for e in range(3)])
 
         self.assertEqual(sizes, [3, 3, 3])
 
@@ -92,7 +103,7 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
         always = policy.LearnDropScores(
             threshold=1.0, patience=1, warmup=0, max_drop_fraction=0.5
         )
-        sizes = _run(always, [_observe(e, [0.1] * 4) for e in range(3)])
+        sizes = _run(always, [_observe(e, [0.0] * 4) for e in range(3)])
 
         self.assertEqual(sizes, [2, 2, 2])
 
@@ -101,7 +112,7 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
             threshold=1.0, patience=1, warmup=0, start_fraction=0.3
         )
         sizes = _run(
-            always, [_observe(e, [0.1] * 4, epochs=10) for e in range(4)]
+            always, [_observe(e, [0.0] * 4, epochs=10) for e in range(4)]
         )
 
         # Epoch index 2 ends 30 % of the run.
@@ -115,7 +126,7 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
             max_new_units=1,
             max_drop_fraction=0.99,
         )
-        sizes = _run(always, [_observe(e, [0.1] * 4) for e in range(4)])
+        sizes = _run(always, [_observe(e, [0.0] * 4) for e in range(4)])
 
         self.assertEqual(sizes, [1, 2, 3, 3])
 
@@ -123,7 +134,7 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
         always = policy.LearnDropScores(
             threshold=1.0, patience=1, warmup=0, max_drop_fraction=0.99
         )
-        change = [0.1, math.inf, 0.1, 0.1]
+        change = [0.0, math.inf, 0.0, 0.0]
 
         sizes = _run(always, [_observe(e, change) for e in range(3)])
 
@@ -133,7 +144,7 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
         plan = policy.FixedSchedule({1: 2, 2: 1})
 
         self.assertEqual(
-            _run(plan, [_observe(e, [0.1] * 4) for e in range(3)]), [2, 2, 2]
+            _run(plan, [_observe(e, [0.0] * 4) for e in range(3)]), [2, 2, 2]
         )
 
     def test_update_before_build_is_refused(self):
@@ -177,55 +188,77 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
 class MeasuringPoliciesTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*MEASURING)
     def test_learning_rate_decay_alone_freezes_nothing(self, make):
+        # Half way through a cosine schedule the learning rate, and so each
+        # step's change, has halved; the units learn as before.
         sizes = _run(make(), _schedule_decay_only())
 
-        self.assertEqual(sizes[-1], 0)
+        self.assertEqual(sizes[: EPOCHS // 2 + 2], [0] * (EPOCHS // 2 + 2))
 
     @parameterized.named_parameters(*MEASURING)
     def test_first_epoch_spike_alone_freezes_nothing(self, make):
         sizes = _run(make(), _first_epoch_spike())
 
-        self.assertEqual(sizes[-1], 0)
+        self.assertEqual(sizes[: EPOCHS // 2 + 2], [0] * (EPOCHS // 2 + 2))
 
     @parameterized.named_parameters(*MEASURING)
     def test_a_settled_unit_freezes_after_patience(self, make):
         sizes = _run(make(), _unit_zero_settles(at=6))
 
-        # Settled from evaluation 7 (epoch 6) on; patience 2.
+        # Settled from evaluation 7 (epoch 6) on; patience 2; the units
+        # still learning stay.
         self.assertEqual(sizes[6], 0)
-        self.assertEqual(sizes[7], 1)
-        self.assertEqual(sizes[-1], 1)
+        self.assertEqual(sizes[7:11], [1] * 4)
+
+    def test_scores_freeze_what_the_rest_of_the_run_cannot_move(self):
+        # Near the end of the schedule little learning rate is left: a unit
+        # moving as fast as ever would still move little.
+        sizes = _run(
+            policy.LearnDropScores(threshold=0.25, patience=2),
+            _schedule_decay_only(),
+        )
+
+        self.assertEqual(sizes[-2], 3)
+
+    def test_nothing_freezes_after_the_last_epoch(self):
+        always = policy.LearnDropScores(threshold=1.0, patience=1, warmup=0)
+
+        sizes = _run(always, [_observe(e, [0.0] * 4, epochs=3) for e in (2,)])
+
+        self.assertEqual(sizes, [0])
+
+    def test_scores_without_a_known_future_never_settle(self):
+        scores = policy.LearnDropScores(threshold=1.0, patience=1, warmup=0)
+
+        sizes = _run(
+            scores,
+            [_observe(e, [0.0, 0.1, 0.1, 0.1], epochs=None) for e in (0, 1)],
+        )
+
+        # A unit without change settles; one that moves cannot be judged.
+        self.assertEqual(sizes, [1, 1])
 
     @parameterized.named_parameters(*MEASURING)
     def test_frozen_units_stay_settled(self, make):
         freeze_policy = make()
-        sizes = _run(freeze_policy, _unit_zero_settles(at=2))
+        sizes = _run(freeze_policy, _unit_zero_settles(at=2)[:6])
         self.assertEqual(sizes[-1], 1)
 
         # Frozen units are observed as NaN from then on.
-        change = np.array([NAN, 0.05, 0.05, 0.05])
-        for e in range(EPOCHS, EPOCHS + 3):
-            freeze_policy.update(_observe(e, change, change * 1.0, 0.05))
+        for e in range(6, 9):
+            lr = _cosine(e)
+            change = np.array([NAN, 2 * lr, 2 * lr, 2 * lr])
+            freeze_policy.update(
+                _observe(e, change, change, lr, remaining=_remaining(e))
+            )
         self.assertEqual(freeze_policy.stem_size, 1)
-
-    def test_scores_without_learning_rate_use_the_change(self):
-        scores = policy.LearnDropScores(
-            threshold=0.5, patience=1, warmup=0, per_learning_rate=False
-        )
-        observations = [
-            _observe(0, [0.2, 0.2, 0.2, 0.2], lr=None),
-            _observe(1, [0.05, 0.2, 0.2, 0.2], lr=None),
-        ]
-
-        self.assertEqual(_run(scores, observations), [0, 1])
 
     def test_scores_report_rate_and_continuation(self):
         scores = policy.LearnDropScores(warmup=0)
-        _run(scores, [_observe(0, [0.2, 0.1, 0.2, 0.2], lr=0.1)])
+        _run(scores, [_observe(0, [0.2, 0.1, 0.2, 0.2], lr=0.1, remaining=0.5)])
 
         self.assertAllClose(scores.last_scores["rate"], [2.0, 1.0, 2.0, 2.0])
         self.assertAllClose(
-            scores.last_scores["continuation"], [1.0, 1.0, 1.0, 1.0]
+            scores.last_scores["continuation"], [1.0, 0.5, 1.0, 1.0]
         )
 
     def test_consistency_of_random_updates_is_about_one_over_root_s(self):
@@ -380,9 +413,11 @@ class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
 
 class ArgumentsTest(parameterized.TestCase):
     @parameterized.named_parameters(
-        ("threshold_high", policy.LearnDropScores, dict(threshold=1.5),
+        ("threshold_high", policy.DirectionConsistency, dict(threshold=1.5),
          ValueError, r"`threshold` must be in \(0.0, 1.0\]. Received: "
          r"threshold=1.5"),
+        ("threshold_zero", policy.LearnDropScores, dict(threshold=0),
+         ValueError, r"\(0.0, inf\]. Received: threshold=0"),
         ("threshold_nan", policy.LearnDropScores, dict(threshold=NAN),
          ValueError, "threshold=nan"),
         ("threshold_str", policy.DirectionConsistency, dict(threshold="0.5"),
@@ -393,8 +428,6 @@ class ArgumentsTest(parameterized.TestCase):
          TypeError, "patience=1.5"),
         ("warmup_bool", policy.LearnDropScores, dict(warmup=True),
          TypeError, "warmup=True"),
-        ("per_lr", policy.LearnDropScores, dict(per_learning_rate=1),
-         TypeError, "per_learning_rate=1"),
         ("samples_one", policy.DirectionConsistency,
          dict(samples_per_epoch=1), ValueError, "samples_per_epoch=1"),
         ("fraction_one", policy.AutoFreezeRule, dict(max_drop_fraction=1.0),
