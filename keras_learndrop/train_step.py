@@ -153,7 +153,9 @@ class TrainFunction:
         on_batch: Callable receiving `(features, y, sample_weight)` of every
             batch in `"fill"` mode, as per-replica tuples.
         on_release: Callable or `None`, called once by `release()`: it gives
-            the model back to the user (restores `trainable` flags).
+            the model back to the user (restores `trainable` flags). Until
+            then `model.compile` releases first, so that a model recompiled
+            after a crashed `fit` has its own flags.
         epoch_iterator: The `EpochIterator` of the `fit` call this function
             serves, or `None` when it is unknown.
 
