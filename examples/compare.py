@@ -15,13 +15,16 @@ each unit froze. Under `--output_dir` (default `outputs/compare`) go
 `compare.json` (both runs and the
 comparison), `compare.png` (the units' continuation scores with the freeze
 points, and the time per epoch of both runs) and TensorBoard logs in
-`tb/baseline` and `tb/learndrop` (replaced at every run).
+`tb/baseline` and `tb/learndrop` (replaced at every run). TensorBoard comes
+with the `examples` extra (`pip install -e ".[cpu,examples]"`); without it
+the TensorBoard logs are skipped with a warning.
 
 The flags are those of `examples/train.py` (`train.define_flags`) without
 `--learn_drop`. The baseline runs first; each run pays its own tracing.
 """
 
 import dataclasses
+import importlib.util
 import math
 import os
 import shutil
@@ -66,10 +69,16 @@ def run(config=None, **overrides):
     """
     config = dataclasses.replace(config or train.TrainConfig(), **overrides)
     data = train.load_data(config)
+    tensorboard = bool(config.output_dir) and _tensorboard_installed()
+    if config.output_dir and not tensorboard:
+        logging.warning(
+            "TensorBoard is not installed: no TensorBoard logs. Install the "
+            'examples extra (pip install -e ".[cpu,examples]") to get them.'
+        )
     runs = {}
     for name in RUN_NAMES:
         callbacks = []
-        if config.output_dir:
+        if tensorboard:
             log_dir = os.path.join(config.output_dir, TENSORBOARD_DIR, name)
             # A rerun replaces its logs rather than mixing with them.
             shutil.rmtree(log_dir, ignore_errors=True)
@@ -99,12 +108,20 @@ def run(config=None, **overrides):
         files = {
             "json": os.path.join(config.output_dir, JSON_NAME),
             "plot": os.path.join(config.output_dir, PLOT_NAME),
-            "tensorboard": os.path.join(config.output_dir, TENSORBOARD_DIR),
         }
+        if tensorboard:
+            files["tensorboard"] = os.path.join(
+                config.output_dir, TENSORBOARD_DIR
+            )
         result["files"] = files
         plot(result, files["plot"])
         train.write_json(result, files["json"])
     return result
+
+
+def _tensorboard_installed():
+    """Whether `keras.callbacks.TensorBoard` can write its logs here."""
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def compare_runs(baseline, learndrop):

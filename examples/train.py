@@ -375,7 +375,7 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         flags.DEFINE_integer,
         "verbose",
         "0: silent; 1: Keras progress bar; 2: one line per epoch. Above 0, "
-        "LearnDrop also logs one line per epoch through absl.",
+        "LearnDrop also prints one line per epoch.",
         lower_bound=0,
         upper_bound=2,
     )
@@ -628,50 +628,14 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
     keras.utils.set_random_seed(config.seed)
     if data is None:
         data = load_data(config)
-    model = models.build_model(
-        config.model,
-        data.input_shape,
-        data.num_classes,
-        width=config.width,
-        seed=config.seed,
-    )
-    _check_odd_batch_crash(model, len(data.x_train), config.batch_size)
-    if config.init_weights:
-        load_matching_weights(model, config.init_weights)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    jit_compile = {"auto": "auto", "true": True, "false": False}[
-        config.jit_compile
-    ]
-    model.compile(
-        optimizer=_optimizer(config, steps_per_epoch * config.epochs),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
-    learn_drop = None
-    if config.learn_drop:
-        learn_drop = keras_learndrop.LearnDrop(
-            policy=make_policy(config),
-            eval_every=config.eval_every,
-            cache=config.cache,
-            cache_dtype=config.cache_dtype,
-            memory_budget=(
-                None
-                if config.memory_budget_mb is None
-                else int(config.memory_budget_mb * 2**20)
-            ),
-            augmented_inputs=config.augment,
-            augmented_views=config.augmented_views,
-            jit_compile=jit_compile,
-            restore_trainable=config.restore_trainable,
-            seed=config.seed,
-            verbose=int(config.verbose > 0),
-        )
+    model = build_model(config, data, steps_per_epoch * config.epochs)
+    learn_drop = learn_drop_callback(config) if config.learn_drop else None
     timer = EpochTimer()
     all_callbacks = [c for c in (learn_drop, timer) if c is not None]
     all_callbacks += list(callbacks)
 
-    train_input, val_input = _inputs(data, config)
+    train_input, val_input = fit_inputs(data, config)
     start = time.perf_counter()
     history = model.fit(
         *train_input,
@@ -776,6 +740,73 @@ def load_matching_weights(model, path):
     return kept
 
 
+def build_model(config, data, total_steps):
+    """Builds and compiles the model of `config` for `data`.
+
+    Args:
+        config: A `TrainConfig`.
+        data: The `datasets.Dataset` to train on.
+        total_steps: Integer. Training steps of all epochs, over which the
+            learning-rate schedule runs.
+
+    Returns:
+        The compiled Keras model.
+
+    Raises:
+        ValueError: where TensorFlow would crash on this setup (see
+            `_check_odd_batch_crash`).
+    """
+    model = models.build_model(
+        config.model,
+        data.input_shape,
+        data.num_classes,
+        width=config.width,
+        seed=config.seed,
+    )
+    _check_odd_batch_crash(model, len(data.x_train), config.batch_size)
+    if config.init_weights:
+        load_matching_weights(model, config.init_weights)
+    model.compile(
+        optimizer=_optimizer(config, total_steps),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=_jit_compile(config),
+    )
+    return model
+
+
+def learn_drop_callback(config, **overrides):
+    """Returns the `LearnDrop` callback of `config`.
+
+    Args:
+        config: A `TrainConfig`.
+        **overrides: Further arguments of `LearnDrop` (`keep_frozen=True`
+            for online training), over those of `config`.
+    """
+    arguments = dict(
+        policy=make_policy(config),
+        eval_every=config.eval_every,
+        cache=config.cache,
+        cache_dtype=config.cache_dtype,
+        memory_budget=(
+            None
+            if config.memory_budget_mb is None
+            else int(config.memory_budget_mb * 2**20)
+        ),
+        augmented_inputs=config.augment,
+        augmented_views=config.augmented_views,
+        jit_compile=_jit_compile(config),
+        restore_trainable=config.restore_trainable,
+        seed=config.seed,
+        verbose=int(config.verbose > 0),
+    )
+    return keras_learndrop.LearnDrop(**{**arguments, **overrides})
+
+
+def _jit_compile(config):
+    return {"auto": "auto", "true": True, "false": False}[config.jit_compile]
+
+
 def _check_config(config):
     for name, choices in (
         ("model", models.MODEL_NAMES),
@@ -864,7 +895,7 @@ def _optimizer(config, total_steps):
     )
 
 
-def _inputs(data, config):
+def fit_inputs(data, config):
     """Returns the `fit` arguments of the training data, and the validation.
 
     `(x, y)` and `(x_val, y_val)` for `input_pipeline="numpy"`, else a

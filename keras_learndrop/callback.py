@@ -4,22 +4,23 @@ Per `fit` call: find the units (`graph`), install the training step
 (`train_step`), and per epoch choose its mode; per evaluation score the
 units (`scoring`), grow the stem (`policy`), freeze it, and move the feature
 cache to the new cut (`stem_cache`). FLOPs come from `flops`, the record
-goes to `report.LearnDropHistory`.
+goes to `report.LearnDropHistory`, the state for a resumed `fit` to
+`resume.Backup`. What it needs of Keras beyond its public API comes from
+`keras_internals`.
 """
 
-import inspect
-import json
 import os
 import time
 import warnings
 
 import numpy as np
-from absl import logging
 
 from keras_learndrop import flops
 from keras_learndrop import graph
+from keras_learndrop import keras_internals
 from keras_learndrop import policy as policy_lib
 from keras_learndrop import report
+from keras_learndrop import resume
 from keras_learndrop import scoring
 from keras_learndrop import stem_cache
 from keras_learndrop import train_step
@@ -97,16 +98,19 @@ class LearnDrop(keras.callbacks.Callback):
         seed: Integer or `None`. Seed of the replay order; `None` draws one
             from NumPy's global generator (which
             `keras.utils.set_random_seed` seeds). Defaults to `None`.
-        verbose: Integer. `1` logs one line per epoch through
-            `absl.logging`. Defaults to `0`.
+        verbose: Integer. `1` prints one line per epoch where Keras's own
+            callbacks print (stdout, or `absl.logging` when
+            `keras.config.is_interactive_logging_enabled()` is false).
+            Defaults to `0`.
         backup_dir: Path or `None`. Give the `backup_dir` of a
             `keras.callbacks.BackupAndRestore` callback: LearnDrop then
             saves its state there at every epoch end and, when a `fit` that
             crashed is resumed, restores the frozen stem, the scores and the
-            cache policy (the cache is refilled from the data). Put
-            LearnDrop before `BackupAndRestore` in `callbacks`: a crash
-            between their two saves then loses nothing. Defaults to
-            `None`.
+            cache policy (the cache is refilled from the data). The state is
+            matched to the model by the structure of its units, not by layer
+            names (see `resume`). Put LearnDrop before `BackupAndRestore` in
+            `callbacks`: a crash between their two saves then loses nothing.
+            Defaults to `None`.
 
     Raises:
         ValueError: for an argument out of range.
@@ -197,10 +201,34 @@ class LearnDrop(keras.callbacks.Callback):
         self.keep_frozen = keep_frozen
         self.seed = seed
         self.verbose = verbose
+        self._backup = None if backup_dir is None else resume.Backup(backup_dir)
+        # What outlives a `fit` call (with `keep_frozen`, the next one
+        # goes on from it): the units and the policy with its state.
         self.history = report.LearnDropHistory()
         self._chain = None
         self._policy = None
+        self._reset()
+
+    def _reset(self):
+        """Clears the state of one `fit` call (the next one starts clean)."""
+        self._fit_iterator = None  # Keras's `EpochIterator` of this fit.
+        self._trainable = {}  # id(layer) -> the user's `trainable` flag.
+        self._run_seed = None
+        self._cache_note = None  # Why this fit does not cache, or None.
+        self._cache = None
+        self._jit = False
+        self._tracker = None
+        self._step = None
         self._function = None
+        self._data_steps = None  # Batches of a dataset of unknown length.
+        self._first_epoch = True
+        self._reference_epoch = None
+        self._epoch_start = None
+        self._extend_flops = 0
+        self._schedule = None  # The optimizer's learning rate schedule.
+        self._learning_rates = []  # Sampled since the last evaluation.
+        self._sample_every = 0  # Steps between samples of the weights.
+        self._scoring_seconds = 0.0  # Spent measuring in this epoch.
 
     # ---- the fit call -------------------------------------------------
 
@@ -212,12 +240,12 @@ class LearnDrop(keras.callbacks.Callback):
             # A fit that ended with an exception skipped `on_train_end`:
             # give the layers it froze back before reading their flags.
             stale.release()
-        self._fit_iterator = _fit_epoch_iterator(model)
+        self._reset()
+        self._fit_iterator = keras_internals.fit_epoch_iterator(model)
         if not model.built and self._fit_iterator is not None:
             # Keras builds a model without an `Input` in its first step,
             # after `on_train_begin`; LearnDrop needs the graph now.
-            model._symbolic_build(iterator=self._fit_iterator)
-            self._fit_iterator.reset()
+            keras_internals.symbolic_build(model, self._fit_iterator)
         keep = self.keep_frozen and self._chain is not None
         if not keep or self._chain.model is not model:
             self._start_afresh(model)
@@ -228,7 +256,8 @@ class LearnDrop(keras.callbacks.Callback):
                 "on the layers to train, or train without LearnDrop."
             )
         self._trainable = {
-            id(layer): layer.trainable for layer in _all_layers(model)
+            id(layer): layer.trainable
+            for layer in keras_internals.flatten_layers(model)
         }
         self._run_seed = (
             self.seed
@@ -236,7 +265,6 @@ class LearnDrop(keras.callbacks.Callback):
             else int(np.random.randint(0, 2**31 - 1))
         )
         self._cache_note = self._cache_refusal()
-        self._cache = None
         self._jit = train_step.resolve_jit_compile(self.jit_compile)
         self._freeze(self._policy.stem_size)
         self._check_stochastic_stem()
@@ -252,11 +280,8 @@ class LearnDrop(keras.callbacks.Callback):
         self._function.step = self._step
         if self._policy.samples_per_epoch > 1:
             self._function.on_step = self._sample
-        model.train_function = self._function
-        self._learning_rates = []
         self._schedule = _learning_rate_schedule(model.optimizer)
-        self._first_epoch = True
-        self._saved_state = None
+        keras_internals.install_train_function(model, self._function)
 
     def _start_afresh(self, model):
         self._chain = graph.UnitChain(model)
@@ -285,8 +310,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._epoch_start = time.perf_counter()
         self._scoring_seconds = 0.0
         self._sample_every = _sample_interval(
-            self.params.get("steps") if self.params else None,
-            self._policy.samples_per_epoch,
+            self._steps_per_epoch, self._policy.samples_per_epoch
         )
         self._extend_flops = 0
         mode = self._epoch_mode()
@@ -303,6 +327,8 @@ class LearnDrop(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         function = self._function
         self._skip_fit_input(False)
+        if function.exhausted and function.mode != "replay":
+            self._data_steps = function.steps
         if function.mode == "fill":
             self._finish_fill()
         self._record_epoch(epoch, function)
@@ -315,93 +341,45 @@ class LearnDrop(keras.callbacks.Callback):
         self._write_logs(logs, record)
         self._save_state(epoch)
         if self.verbose:
-            logging.info(
-                "LearnDrop epoch %d: %s, %d/%d units frozen, cache %.1f MiB, "
-                "%.1f %% of forward FLOPs saved so far",
-                epoch + 1,
-                record.mode,
-                self._policy.stem_size,
-                len(self._chain),
-                record.cache_bytes / 2**20,
-                100 * self.history.flops_reduction,
+            report.print_line(
+                f"LearnDrop epoch {epoch + 1}: {record.mode}, "
+                f"{self._policy.stem_size}/{len(self._chain)} units frozen, "
+                f"cache {record.cache_bytes / 2**20:.1f} MiB, "
+                f"{100 * self.history.flops_reduction:.1f} % of forward "
+                "FLOPs saved so far"
             )
 
     def on_train_end(self, logs=None):
         self._skip_fit_input(False)
         if self._function is not None:
             self._function.release()
-        self.model.train_function = None
-        self._cache = None
-        self._fit_iterator = None
-        if self.backup_dir is not None and os.path.isdir(self.backup_dir):
-            for name in os.listdir(self.backup_dir):
-                if name.startswith("learndrop_"):
-                    os.remove(os.path.join(self.backup_dir, name))
+        keras_internals.install_train_function(self.model, None)
+        if self._backup is not None:
+            self._backup.clear()
+        self._reset()
 
     def _restore_flags(self):
         if self.restore_trainable:
-            for layer in _all_layers(self.model):
+            for layer in keras_internals.flatten_layers(self.model):
                 if id(layer) in self._trainable:
                     layer.trainable = self._trainable[id(layer)]
 
     # ---- crash and resume ------------------------------------------------
 
-    def _state_path(self):
-        if self.backup_dir is None:
-            return None
-        return os.path.join(self.backup_dir, "learndrop_state.json")
-
-    def _reference_path(self, epoch):
-        return os.path.join(
-            self.backup_dir, f"learndrop_reference_{epoch + 1}.npz"
-        )
-
     def _save_state(self, epoch):
-        """Writes the state at the end of `epoch` (and the one before).
-
-        `BackupAndRestore` writes the weights in its own `on_epoch_end`,
-        before or after this one: a crash between the two resumes from
-        the previous epoch, so its state is kept too. With
-        `eval_every > 1` the weights of the last evaluation, which the
-        next change scores compare against, are saved as well.
-        """
-        path = self._state_path()
-        if path is None:
+        """Saves the state after `epoch` for a resumed `fit` (`resume`)."""
+        if self._backup is None:
             return
-        os.makedirs(self.backup_dir, exist_ok=True)
-        state = {
-            "epoch": epoch,
-            "policy": self._policy.get_state(),
-            "history": self.history.to_dict(),
-            "run_seed": self._run_seed,
-            "cache_note": self._cache_note,
-            "reference_epoch": self._reference_epoch,
-        }
-        references = {
-            self._reference_path(s["reference_epoch"])
-            for s in (state, self._saved_state)
-            if s is not None and s["reference_epoch"] != s["epoch"]
-        }
-        reference = self._reference_path(self._reference_epoch)
-        # Workers sharing a directory write the same state: each through
-        # its own temporary file, so that every rename is atomic.
-        tmp = f".tmp{os.getpid()}"
-        if reference in references and not os.path.exists(reference):
-            with open(reference + tmp, "wb") as file:
-                np.savez(file, *self._tracker.reference())
-            os.replace(reference + tmp, reference)
-        with open(path + tmp, "w") as file:
-            json.dump(dict(state, previous=self._saved_state), file)
-        os.replace(path + tmp, path)
-        self._saved_state = state
-        for name in os.listdir(self.backup_dir):
-            file = os.path.join(self.backup_dir, name)
-            if (
-                name.startswith("learndrop_reference_")
-                and name.endswith(".npz")
-                and file not in references
-            ):
-                os.remove(file)
+        state = resume.RunState(
+            epoch=epoch,
+            structure=resume.unit_structure(self._chain),
+            policy=self._policy.get_state(),
+            history=self.history.to_dict(),
+            run_seed=self._run_seed,
+            cache_note=self._cache_note,
+            reference_epoch=self._reference_epoch,
+        )
+        self._backup.save(state, self._tracker.reference)
 
     def _restore_state(self, epoch):
         """Resumes a crashed `fit` that `BackupAndRestore` restarts at epoch.
@@ -412,85 +390,50 @@ class LearnDrop(keras.callbacks.Callback):
         Returns:
             Whether a state was restored.
         """
-        path = self._state_path()
-        if epoch == 0 or path is None or not os.path.exists(path):
+        if epoch == 0 or self._backup is None:
             return False
         try:
-            with open(path) as file:
-                saved = json.load(file)
-            state = next(
-                (
-                    s
-                    for s in (saved, saved.get("previous"))
-                    if s is not None and s["epoch"] == epoch - 1
-                ),
-                None,
+            state, lagging = self._backup.load(
+                epoch, resume.unit_structure(self._chain)
             )
-            # With `BackupAndRestore` first in `callbacks`, a crash between
-            # its save and this callback's leaves the state one epoch
-            # behind the weights: resume from it, less one evaluation.
-            lagging = state is None and saved["epoch"] == epoch - 2
-            state = saved if lagging else state
-            history = state and report.LearnDropHistory.from_dict(
-                state["history"]
-            )
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            warnings.warn(
-                f"LearnDrop: cannot read the state in {path} ({error}); "
-                "starting afresh.",
-                stacklevel=2,
-            )
+            history = state and report.LearnDropHistory.from_dict(state.history)
+        except (resume.StateMismatch, KeyError, TypeError, ValueError) as e:
+            warnings.warn(f"LearnDrop: {e}; starting afresh.", stacklevel=2)
             return False
         if state is None:
-            warnings.warn(
-                f"LearnDrop: the state in {path} was saved after epoch "
-                f"{saved['epoch'] + 1}, but fit resumes at epoch {epoch + 1} "
-                f"(it needs the state saved after epoch {epoch}); starting "
-                "afresh.",
-                stacklevel=2,
-            )
-            return False
-        if history.unit_names != self.history.unit_names:
-            warnings.warn(
-                f"LearnDrop: the state in {path} is for a model with units "
-                f"{history.unit_names[:3]}..., not for this model with units "
-                f"{self.history.unit_names[:3]}...; starting afresh. Give "
-                "each model its own `backup_dir`.",
-                stacklevel=2,
-            )
             return False
         if lagging:
             warnings.warn(
-                f"LearnDrop: the state in {path} was saved after epoch "
-                f"{epoch - 1}, the weights after epoch {epoch}: the "
-                f"evaluation of epoch {epoch} is lost (the process stopped "
-                "between the two saves). Resuming with the stem and scores "
-                f"of epoch {epoch - 1}. Put LearnDrop before "
+                f"LearnDrop: the state in {self._backup.state_path} was "
+                f"saved after epoch {epoch - 1}, the weights after epoch "
+                f"{epoch}: the evaluation of epoch {epoch} is lost (the "
+                "process stopped between the two saves). Resuming with the "
+                f"stem and scores of epoch {epoch - 1}. Put LearnDrop before "
                 "BackupAndRestore in `callbacks` to close this gap.",
                 stacklevel=2,
             )
-        self._policy.set_state(state["policy"])
+        # The same structure under this model's names (a model built again
+        # in one process gets other automatic layer names).
+        history.unit_names = list(self.history.unit_names)
+        self._policy.set_state(state.policy)
         self.history = history
-        self._run_seed = state["run_seed"]
-        self._cache_note = self._cache_note or state["cache_note"]
+        self._run_seed = state.run_seed
+        self._cache_note = self._cache_note or state.cache_note
         self._freeze(self._policy.stem_size)
         self._check_stochastic_stem()
         self._tracker.snapshot()
-        state.pop("previous", None)
-        self._saved_state = None if lagging else state
         self._reference_epoch = epoch - 1
-        if not lagging and state["reference_epoch"] != epoch - 1:
-            self._reference_epoch = state["reference_epoch"]
+        if not lagging and state.reference_epoch != epoch - 1:
+            self._reference_epoch = state.reference_epoch
             self._restore_reference()
         return True
 
     def _restore_reference(self):
-        path = self._reference_path(self._reference_epoch)
         try:
-            with np.load(path) as data:
-                arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+            arrays = self._backup.load_reference(self._reference_epoch)
             self._tracker.set_reference(arrays)
         except (OSError, ValueError) as error:
+            path = self._backup.reference_path(self._reference_epoch)
             warnings.warn(
                 f"LearnDrop: cannot read the weights of the last evaluation "
                 f"from {path} ({error}); the next change scores measure the "
@@ -532,17 +475,26 @@ class LearnDrop(keras.callbacks.Callback):
                 "the input of this fit call could not be inspected, so the "
                 "stem runs forward every epoch"
             )
-        steps = epoch_iterator.steps_per_epoch
-        adapter_batches = epoch_iterator.data_adapter.num_batches
-        if steps and steps != adapter_batches:
+        steps = self._steps_per_epoch
+        data_batches = keras_internals.data_batches(epoch_iterator)
+        if steps and steps != data_batches:
             return (
                 f"steps_per_epoch={steps} does not cover the training data "
-                f"exactly once per epoch (it has {adapter_batches} batches), "
+                f"exactly once per epoch (it has {data_batches} batches), "
                 "so cached features would replay the same batches; the stem "
                 "runs forward every epoch. Pass a finite dataset without "
                 "`steps_per_epoch` to use the cache"
             )
         return None
+
+    @property
+    def _steps_per_epoch(self):
+        """The steps of this fit's epochs, once known; else `None`.
+
+        `fit` tells callbacks the steps per epoch unless the data are of
+        unknown length; those are counted in their first full pass.
+        """
+        return (self.params or {}).get("steps") or self._data_steps
 
     def _refuse_cache(self, reason):
         self._cache_note = reason
@@ -567,7 +519,7 @@ class LearnDrop(keras.callbacks.Callback):
                 ),
                 stem_cache.default_device(),
             )
-        expected = self._fit_iterator.num_batches
+        expected = self._steps_per_epoch
         if expected is not None:
             expected *= len(parts[0])
         try:
@@ -595,8 +547,7 @@ class LearnDrop(keras.callbacks.Callback):
     def _finish_fill(self):
         if self._cache is None:
             return
-        epoch_iterator = self._fit_iterator
-        expected = epoch_iterator.num_batches
+        expected = self._steps_per_epoch
         complete = self._function.exhausted or (
             expected is not None and self._function.steps >= expected
         )
@@ -612,13 +563,8 @@ class LearnDrop(keras.callbacks.Callback):
         it at the start of each epoch, which starts prefetching (reading and
         decoding) batches. An empty stand-in avoids that work.
         """
-        epoch_iterator = self._fit_iterator
-        if epoch_iterator is None:
-            return
-        if skip:
-            epoch_iterator._get_iterator = _no_input
-        else:
-            epoch_iterator.__dict__.pop("_get_iterator", None)
+        if self._fit_iterator is not None:
+            keras_internals.pause_fit_input(self._fit_iterator, skip)
 
     # ---- scoring and freezing ------------------------------------------
 
@@ -646,8 +592,8 @@ class LearnDrop(keras.callbacks.Callback):
         learning rate without a schedule counts as constant. `None` when
         the run's length is unknown.
         """
-        params = self.params or {}
-        epochs, steps = params.get("epochs"), params.get("steps")
+        epochs = (self.params or {}).get("epochs")
+        steps = self._steps_per_epoch
         if not epochs:
             return None
         remaining = max(0, epochs - epoch - 1)
@@ -840,33 +786,6 @@ def _sample_interval(steps, samples_per_epoch):
     if samples_per_epoch <= 1 or not steps:
         return 0
     return max(1, steps // samples_per_epoch)
-
-
-def _no_input():
-    return iter(())
-
-
-def _all_layers(model):
-    return [model] + list(model._flatten_layers(include_self=False))
-
-
-def _fit_epoch_iterator(model):
-    """Returns the `EpochIterator` of the running `fit` call, or None.
-
-    Keras does not hand it to callbacks; it is a local of `fit`, found on
-    the call stack. LearnDrop reads from it the steps per epoch and the
-    number of batches, and pauses it in replay epochs.
-    """
-    frame = inspect.currentframe()
-    while frame is not None:
-        if (
-            frame.f_code.co_name == "fit"
-            and frame.f_locals.get("self") is model
-            and "epoch_iterator" in frame.f_locals
-        ):
-            return frame.f_locals["epoch_iterator"]
-        frame = frame.f_back
-    return None
 
 
 def _check_model(model):

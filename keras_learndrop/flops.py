@@ -85,6 +85,7 @@ import numbers
 import sys
 import warnings
 
+from keras_learndrop import keras_internals
 from keras_learndrop.backend import keras
 
 _SOFTMAX_FLOPS_PER_ELEMENT = 5
@@ -529,9 +530,8 @@ def _time_distributed_flops(layer, inputs, outputs):
 
 
 def _nested_model_flops(model, inputs, outputs):
-    if not isinstance(model, keras.Sequential) and not hasattr(
-        model, "_nodes_by_depth"
-    ):
+    graph = keras_internals.functional_graph(model)
+    if graph is None and not isinstance(model, keras.Sequential):
         return None  # A subclassed model: no graph to walk.
     graph = _functional_graph(model)
     recorded = [tuple(t.shape) for t in graph.inputs]
@@ -700,8 +700,7 @@ def node_flops(node):
     """Counts the forward FLOPs of one node of a Keras functional graph.
 
     Args:
-        node: A Keras 3 graph node (an element of
-            `model._nodes_by_depth[depth]` or of `layer._inbound_nodes`):
+        node: A Keras 3 graph node (see `keras_internals.graph_nodes`):
             one call of `node.operation` on `node.input_tensors`, giving
             `node.output_tensors`.
 
@@ -733,33 +732,27 @@ def node_flops(node):
 
 def _functional_graph(model):
     """The functional graph of a Sequential or Functional model."""
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-        if graph is None:
-            raise ValueError(
-                f"Model '{model.name}' is not built, so the shapes its "
-                "FLOPs depend on are unknown. Build the model first, e.g. "
-                "by calling it on a batch or passing `input_shape` (or "
-                "starting it with `keras.Input(shape=...)`). "
-                f"Received: model={model.name!r} with built={model.built}"
-            )
-        return graph
-    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
-        return model
-    raise TypeError(
-        "`model` must be a functional or Sequential `keras.Model`, whose "
-        "graph of layer calls can be walked. Subclassed models have no "
-        f"such graph. Received: model={getattr(model, 'name', model)!r} of "
-        f"type {type(model).__name__}"
-    )
+    graph = keras_internals.functional_graph(model)
+    if isinstance(model, keras.Sequential) and graph is None:
+        raise ValueError(
+            f"Model '{model.name}' is not built, so the shapes its "
+            "FLOPs depend on are unknown. Build the model first, e.g. "
+            "by calling it on a batch or passing `input_shape` (or "
+            "starting it with `keras.Input(shape=...)`). "
+            f"Received: model={model.name!r} with built={model.built}"
+        )
+    if graph is None:
+        raise TypeError(
+            "`model` must be a functional or Sequential `keras.Model`, whose "
+            "graph of layer calls can be walked. Subclassed models have no "
+            f"such graph. Received: model={getattr(model, 'name', model)!r} "
+            f"of type {type(model).__name__}"
+        )
+    return graph
 
 
 def _graph_flops(graph):
-    return sum(
-        node_flops(node)
-        for nodes in graph._nodes_by_depth.values()
-        for node in nodes
-    )
+    return sum(node_flops(node) for node in keras_internals.graph_nodes(graph))
 
 
 def _propagated_flops(graph, input_shapes):
@@ -785,7 +778,7 @@ def _propagated_flops(graph, input_shapes):
         keras.KerasTensor((None,) + tuple(shape[1:]), dtype=x.dtype)
         for shape, x in zip(input_shapes, graph.inputs, strict=True)
     ]
-    graph._run_through_graph(inputs, call_fn=count_call)
+    keras_internals.run_through_graph(graph, inputs, count_call)
     return total
 
 

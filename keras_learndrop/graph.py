@@ -23,6 +23,7 @@ new Keras models, so the user's model and its layers are never modified.
 
 import dataclasses
 
+from keras_learndrop import keras_internals
 from keras_learndrop.backend import keras
 
 _NORMALIZATION_LAYERS = (
@@ -162,16 +163,16 @@ def _functional_graph(model):
             "LearnDrop needs a `keras.Model`. "
             f"Received: model={model!r} of type {type(model).__name__}."
         )
+    graph = keras_internals.functional_graph(model)
     if isinstance(model, keras.Sequential):
-        if not model.built or getattr(model, "_functional", None) is None:
+        if not model.built or graph is None:
             raise ValueError(
                 f"The Sequential model {model.name!r} is not built, so its "
                 "layer graph is unknown. Build it first: start it with "
                 "`keras.Input(shape)`, call `model.build(input_shape)`, or "
                 "call it on a batch."
             )
-        return model._functional
-    if not hasattr(model, "_nodes_by_depth"):
+    if graph is None:
         raise ValueError(
             f"The model {model.name!r} (class {type(model).__name__}) is a "
             "subclassed model without a layer graph, so LearnDrop cannot "
@@ -179,7 +180,7 @@ def _functional_graph(model):
             "and functional models built with `keras.Model(inputs, "
             "outputs)`; wrap the layers of your model in one of these."
         )
-    return model
+    return graph
 
 
 def _single_input_output(graph, model):
@@ -194,10 +195,9 @@ def _single_input_output(graph, model):
 
 
 def _topological_nodes(graph):
-    order = []
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        order.extend(graph._nodes_by_depth[depth])
-    return [node for node in order if not node.is_input]
+    return [
+        node for node in keras_internals.graph_nodes(graph) if not node.is_input
+    ]
 
 
 def _flatten(graph, model=None):
@@ -220,13 +220,12 @@ def _flatten(graph, model=None):
 
 
 def _nested_graph(operation):
-    if isinstance(operation, keras.Sequential):
-        return operation._functional
-    if isinstance(operation, keras.Model) and hasattr(
-        operation, "_nodes_by_depth"
-    ):
-        return operation
-    if isinstance(operation, keras.Model):
+    if not isinstance(operation, keras.Model):
+        return None
+    graph = keras_internals.functional_graph(operation)
+    if graph is not None:
+        return graph
+    if not isinstance(operation, keras.Sequential):
         raise ValueError(
             f"The model contains the subclassed model {operation.name!r} "
             f"(class {type(operation).__name__}) as a layer. LearnDrop "
@@ -272,14 +271,14 @@ def _learnable_weights(operation):
     A layer the user froze (`trainable=False`) still counts, so a frozen
     backbone keeps its own units; BatchNorm moving statistics do not.
     Keras 3 clears `variable.trainable` when a layer is frozen, but keeps
-    the variables created as trainable in `_trainable_variables`.
+    the variables created as trainable apart.
     """
     if not isinstance(operation, keras.layers.Layer):
         return []
     return [
         w
-        for layer in operation._flatten_layers(include_self=True)
-        for w in layer._trainable_variables
+        for layer in keras_internals.flatten_layers(operation)
+        for w in keras_internals.created_trainable_variables(layer)
     ]
 
 
@@ -387,13 +386,14 @@ def _run_step(step, values, training):
     if step.node is None:
         values[step.outputs[0]] = values[step.inputs[0]]
         return
-    operation = step.node.operation
-    args, kwargs = step.node.arguments.fill_in(values)
-    if training is not None and "training" in getattr(
-        operation, "_call_context_args", ()
+    kwargs = {}
+    # `Layer.__call__` takes `training` for every layer: it passes it to a
+    # `call` that takes it and to the layers nested in one that does not.
+    if training is not None and isinstance(
+        step.node.operation, keras.layers.Layer
     ):
         kwargs["training"] = training
-    outputs = operation(*args, **kwargs)
+    outputs = keras_internals.call_node(step.node, values, **kwargs)
     for key, value in zip(step.outputs, keras.tree.flatten(outputs)):
         values[key] = value
 

@@ -3,11 +3,16 @@
 `LearnDropHistory` is filled by the callback and read by users, the example
 runners and the benchmarks. Everything in it is plain Python data, so
 `to_dict()` is JSON-ready and `from_dict()` restores it after a crash.
+`print_line` shows a line to the person running `fit`.
 """
 
 import dataclasses
+import sys
 
 import numpy as np
+from absl import logging
+
+from keras_learndrop.backend import keras
 
 MODE_CODES = {"full": 0, "stem_forward": 1, "fill": 2, "replay": 3}
 
@@ -180,6 +185,22 @@ class LearnDropHistory:
         )
         rows.extend(f"note: {n}" for n in self.notes)
         return "\n".join(rows)
+
+
+def print_line(message):
+    """Prints `message` where Keras's own callbacks print theirs.
+
+    To standard output while `keras.config.is_interactive_logging_enabled()`
+    (the default), so that it shows in a terminal and a notebook; else
+    through `absl.logging` at INFO level. This is what Keras's
+    `io_utils.print_msg` does for `EarlyStopping(verbose=1)` and the
+    others.
+    """
+    if keras.config.is_interactive_logging_enabled():
+        sys.stdout.write(f"{message}\n")
+        sys.stdout.flush()
+    else:
+        logging.info(message)
 
 
 def _json_floats(values):

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from keras_learndrop.backend import keras
+from keras_learndrop import keras_internals
 from keras_learndrop.backend import tf
 
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
@@ -247,11 +247,4 @@ def stochastic_layers(layers):
     noise layers draw from a `keras.random.SeedGenerator`; a single cached
     view of their output would replay one random draw forever.
     """
-    return [
-        layer
-        for layer in layers
-        if any(
-            isinstance(value, keras.random.SeedGenerator)
-            for value in vars(layer).values()
-        )
-    ]
+    return [layer for layer in layers if keras_internals.seed_generators(layer)]

@@ -21,12 +21,10 @@ so the optimizer keeps its slots and iteration count and learning-rate
 schedules carry on.
 """
 
-import sys
+import inspect
 import warnings
 
-from keras.src.backend.tensorflow.trainer import reduce_per_replica
-from keras.src.losses.loss import unscale_loss_for_distribution
-
+from keras_learndrop import keras_internals
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 
@@ -88,21 +86,15 @@ class HeadStep:
     def train_head(self, features, y, sample_weight):
         """Trains the head on one batch of stem features; returns logs."""
         model = self.model
-        model._clear_losses()
+        keras_internals.clear_losses(model)
         features = tf.cast(features, self.feature_dtype)
         with tf.GradientTape() as tape:
             y_pred = self.chain.forward(
                 features, self.cut, len(self.chain), training=True
             )
-            loss = model._compute_loss(
-                x=None,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
-            model._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss),
+            loss = _compute_loss(model, y, y_pred, sample_weight)
+            keras_internals.loss_tracker(model).update_state(
+                keras_internals.unscale_loss_for_distribution(loss),
                 sample_weight=tf.shape(features)[0],
             )
             loss = model.optimizer.scale_loss(loss)
@@ -119,11 +111,11 @@ class HeadStep:
 
     def _distributed_full(self, data):
         outputs = self._strategy.run(self.model.train_step, args=(data,))
-        return reduce_per_replica(outputs, self._strategy, reduction="auto")
+        return keras_internals.reduce_per_replica(outputs, self._strategy)
 
     def _distributed_stem(self, data):
         logs, stored = self._strategy.run(self._stem_on_replica, (data,))
-        logs = reduce_per_replica(logs, self._strategy, reduction="auto")
+        logs = keras_internals.reduce_per_replica(logs, self._strategy)
         return logs, stored
 
     def _distributed_replay(self, features, y, sample_weight, indices):
@@ -139,7 +131,18 @@ class HeadStep:
             )
 
         logs = self._strategy.run(on_replica, args=(indices,))
-        return reduce_per_replica(logs, self._strategy, reduction="auto")
+        return keras_internals.reduce_per_replica(logs, self._strategy)
+
+
+def _compute_loss(model, y, y_pred, sample_weight):
+    """Calls `model.compute_loss` in training, as Keras's `train_step` does.
+
+    `training` is passed only where an override of `compute_loss` takes it.
+    """
+    kwargs = {}
+    if "training" in inspect.signature(model.compute_loss).parameters:
+        kwargs["training"] = True
+    return model.compute_loss(None, y, y_pred, sample_weight, **kwargs)
 
 
 class TrainFunction:
@@ -150,7 +153,9 @@ class TrainFunction:
         on_batch: Callable receiving `(features, y, sample_weight)` of every
             batch in `"fill"` mode, as per-replica tuples.
         on_release: Callable or `None`, called once by `release()`: it gives
-            the model back to the user (restores `trainable` flags).
+            the model back to the user (restores `trainable` flags). Until
+            then `model.compile` releases first, so that a model recompiled
+            after a crashed `fit` has its own flags.
         epoch_iterator: The `EpochIterator` of the `fit` call this function
             serves, or `None` when it is unknown.
 
@@ -180,6 +185,12 @@ class TrainFunction:
         self._replay_view = None
         self._replay_indices = None
         self.begin_epoch("full")
+        # A fit that ended with an exception never reaches `on_train_end`,
+        # so the layers stay frozen until something gives them back: the
+        # next `fit` (see `__call__`), or a `compile`, which would otherwise
+        # drop this function with the flags still frozen.
+        self._compile_hook = self._compile_after_release
+        vars(model)["compile"] = self._compile_hook
 
     def begin_epoch(self, mode, view=None, indices=None):
         """Sets the mode of the coming epoch (and its replay order)."""
@@ -197,8 +208,14 @@ class TrainFunction:
         if self.active:
             self.active = False
             self._last_iterator = self._replay_view = None
+            if vars(self.model).get("compile") is self._compile_hook:
+                del vars(self.model)["compile"]
             if self.on_release is not None:
                 self.on_release()
+
+    def _compile_after_release(self, *args, **kwargs):
+        self.release()
+        return self.model.compile(*args, **kwargs)
 
     def __call__(self, iterator):
         if self.active and iterator is not self._last_iterator:
@@ -229,12 +246,8 @@ class TrainFunction:
     def _called_by_another_fit(self):
         if self.epoch_iterator is None:
             return False
-        frame = sys._getframe(2)  # this, __call__, then the caller.
-        return (
-            frame.f_code.co_name == "fit"
-            and frame.f_locals.get("self") is self.model
-            and frame.f_locals.get("epoch_iterator") is not self.epoch_iterator
-        )
+        running = keras_internals.fit_epoch_iterator(self.model)
+        return running is not None and running is not self.epoch_iterator
 
     def _one_step(self, iterator):
         if self.mode == "replay":

@@ -6,7 +6,6 @@ import numpy as np
 from absl.testing import parameterized
 
 import keras_learndrop
-from keras_learndrop import callback as callback_lib
 from keras_learndrop import graph
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
@@ -641,29 +640,6 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         before = model.get_layer("conv1").kernel.numpy()
         model.fit(self.x, self.y, epochs=1, verbose=0)
         self.assertNotAllClose(before, model.get_layer("conv1").kernel.numpy())
-
-    def test_finds_the_epoch_iterator_of_fit(self):
-        found = {}
-
-        class Probe(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                found["it"] = callback_lib._fit_epoch_iterator(self.model)
-
-        model = self._model()
-        model.fit(
-            self.x,
-            self.y,
-            epochs=1,
-            batch_size=8,
-            verbose=0,
-            callbacks=[Probe()],
-        )
-        iterator = found["it"]
-        # What LearnDrop reads from Keras's EpochIterator.
-        self.assertEqual(iterator.num_batches, 6)
-        self.assertIsNone(iterator.steps_per_epoch)
-        self.assertEqual(iterator.data_adapter.num_batches, 6)
-        self.assertTrue(callable(iterator._get_iterator))
 
 
 if __name__ == "__main__":

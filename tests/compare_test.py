@@ -5,6 +5,7 @@ import io
 import json
 import os
 from contextlib import redirect_stdout
+from unittest import mock
 
 import numpy as np
 from absl import flags
@@ -130,6 +131,22 @@ class CompareTest(tf.test.TestCase):
         self.assertEqual(result["config"]["max_train"], 64)
         self.assertEqual(result["comparison"]["frozen_after_epoch"], FROZEN)
         self.assertTrue(os.path.isfile(os.path.join(output_dir, "compare.png")))
+
+    def test_without_tensorboard_the_logs_are_skipped_with_a_warning(self):
+        output_dir = self.get_temp_dir()
+
+        with mock.patch.object(
+            compare, "_tensorboard_installed", return_value=False
+        ):
+            with self.assertLogs(level="WARNING") as logs:
+                result = compare.run(**TINY, output_dir=output_dir)
+
+        self.assertLen(
+            [r for r in logs.records if "TensorBoard" in r.getMessage()], 1
+        )
+        self.assertNotIn("tensorboard", result["files"])
+        self.assertFalse(os.path.exists(os.path.join(output_dir, "tb")))
+        self.assertTrue(os.path.isfile(result["files"]["json"]))
 
     def test_flags_are_those_of_train_but_learn_drop(self):
         config_fields = set(train.TrainConfig.__dataclass_fields__)

@@ -8,6 +8,10 @@ included): never a silent wrong result. Arguments already checked in
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 from absl.testing import parameterized
@@ -621,21 +625,80 @@ class OtherCallbacksTest(tf.test.TestCase):
         )
         self.assertTrue(all(layer.trainable for layer in model.layers))
 
-    def test_verbose_logs_one_line_per_epoch_and_prints_nothing(self):
+    def test_verbose_prints_one_line_per_epoch(self):
         model = _model()
         callback = keras_learndrop.LearnDrop(
             policy=keras_learndrop.FixedSchedule({1: 2}), verbose=1
         )
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            with self.assertLogs("absl", level="INFO") as logs:
-                _fit(model, callback, self.x, self.y)
-        lines = [r.getMessage() for r in logs.records]
-        lines = [line for line in lines if line.startswith("LearnDrop")]
+            _fit(model, callback, self.x, self.y)
+        lines = out.getvalue().splitlines()
         self.assertLen(lines, 3)
         self.assertRegex(lines[0], r"^LearnDrop epoch 1: full, 2/4 units")
         self.assertRegex(lines[2], r"^LearnDrop epoch 3: replay, 2/4 units")
+
+    def test_verbose_logs_through_absl_without_interactive_logging(self):
+        model = _model()
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}), verbose=1
+        )
+        out = io.StringIO()
+        keras.config.disable_interactive_logging()
+        try:
+            with contextlib.redirect_stdout(out):
+                with self.assertLogs("absl", level="INFO") as logs:
+                    _fit(model, callback, self.x, self.y)
+        finally:
+            keras.config.enable_interactive_logging()
+        lines = [r.getMessage() for r in logs.records]
+        lines = [line for line in lines if line.startswith("LearnDrop")]
+        self.assertLen(lines, 3)
         self.assertEqual(out.getvalue(), "")
+
+    def test_verbose_shows_in_a_plain_script(self):
+        # What a person running `python script.py` sees: no logging setup.
+        script = textwrap.dedent(
+            """
+            import numpy as np
+            import keras_learndrop
+            from keras_learndrop.backend import keras
+
+            model = keras.Sequential([
+                keras.Input((4,)),
+                keras.layers.Dense(3),
+                keras.layers.Dense(2, activation="softmax"),
+            ])
+            model.compile("sgd", "sparse_categorical_crossentropy")
+            x = np.random.rand(16, 4).astype("float32")
+            y = np.random.randint(0, 2, 16)
+            model.fit(x, y, epochs=2, verbose=0,
+                      callbacks=[keras_learndrop.LearnDrop(verbose=1)])
+            """
+        )
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            [
+                line
+                for line in result.stdout.splitlines()
+                if line.startswith("LearnDrop")
+            ],
+            [
+                "LearnDrop epoch 1: full, 0/2 units frozen, cache 0.0 MiB, "
+                "0.0 % of forward FLOPs saved so far",
+                "LearnDrop epoch 2: full, 0/2 units frozen, cache 0.0 MiB, "
+                "0.0 % of forward FLOPs saved so far",
+            ],
+        )
 
 
 class BudgetTest(tf.test.TestCase):
@@ -765,6 +828,40 @@ class RunsTest(tf.test.TestCase):
         # Keras's own step on the new data, with the user's flags back.
         self.assertEqual(seen.counts, [16.0])
         self.assertTrue(all(layer.trainable for layer in model.layers))
+        self.assertNotAllClose(before, model.get_layer("conv1").kernel)
+
+    def test_recompiling_after_a_crashed_fit_gives_the_flags_back(self):
+        model = _model()
+        model.get_layer("conv3").trainable = False  # The user's own flag.
+
+        class Crash(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise RuntimeError("interrupted")
+
+        with self.assertRaisesRegex(RuntimeError, "interrupted"):
+            _fit(
+                model,
+                [
+                    keras_learndrop.LearnDrop(
+                        policy=keras_learndrop.FixedSchedule({1: 2})
+                    ),
+                    Crash(),
+                ],
+                self.x,
+                self.y,
+            )
+        self.assertFalse(model.get_layer("conv1").trainable)  # left frozen
+
+        tiny_models.compile_model(model)
+
+        self.assertEqual(
+            [layer.name for layer in model.layers if not layer.trainable],
+            ["conv3"],
+        )
+        self.assertNotIn("compile", vars(model))
+        before = model.get_layer("conv1").kernel.numpy()
+        _fit(model, [], self.x, self.y, epochs=1)
         self.assertNotAllClose(before, model.get_layer("conv1").kernel)
 
     def test_seeded_runs_freeze_alike_and_end_bit_identical(self):

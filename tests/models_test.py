@@ -7,6 +7,7 @@ import numpy as np
 from absl.testing import parameterized
 
 from examples import models
+from keras_learndrop import graph
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 
@@ -99,10 +100,20 @@ class BuildModelTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_inside_a_residual_block_is_not_a_cut(self):
         model = models.build_model("resnet20", (8, 8, 3), 10, width=0.25)
-        inner = model.get_layer("stage2_block1_relu1").output
 
-        with self.assertRaisesRegex(ValueError, "not connected"):
-            keras.Model(inner, model.output)
+        units = graph.UnitChain(model).units
+
+        # The block, its shortcut included, is one unit that ends at its
+        # output: no cut falls inside it.
+        (unit,) = [
+            u
+            for u in units
+            if any(layer.name == "stage2_block1_relu1" for layer in u.layers)
+        ]
+        names = [layer.name for layer in unit.layers]
+        self.assertEqual(names[0], "stage2_block1_conv1")
+        self.assertEqual(names[-1], "stage2_block1_out")
+        self.assertIn("stage2_block1_proj_conv", names)
 
     def test_layer_names(self):
         resnet = models.build_model("resnet20", (8, 8, 3), 10, width=0.25)

@@ -105,9 +105,9 @@ def _learn_drop(backup_dir, eval_every=1, **kwargs):
     )
 
 
-def _model():
+def _model(**kwargs):
     keras.utils.set_random_seed(0)
-    return tiny_models.compile_model(tiny_models.conv_net(seed=0))
+    return tiny_models.compile_model(tiny_models.conv_net(seed=0, **kwargs))
 
 
 def _fit(model, callbacks, epochs=EPOCHS):
@@ -216,6 +216,40 @@ class CrashAndResumeTest(parameterized.TestCase, tf.test.TestCase):
         # The user's flags are back although the first fit never ended.
         self.assertTrue(all(layer.trainable for layer in model.layers))
         self.assertFalse(os.path.exists(self.backup_dir))
+
+    def test_a_model_rebuilt_under_other_layer_names_resumes(self):
+        reference, _, reference_weights = _uninterrupted()
+        keras.backend.clear_session()
+        crashed = _model(named=False)
+        _, callbacks, _ = self._callbacks("learndrop_first", CrashAt(3, 1))
+        with self.assertRaises(Crash):
+            _fit(crashed, callbacks)
+        # Another model first: the same architecture built again gets other
+        # automatic names (conv2d_6 for conv2d), as in a notebook.
+        _model(named=False)
+        model = _model(named=False)
+        names = [layer.name for layer in model.layers]
+        self.assertNotEqual(names, [layer.name for layer in crashed.layers])
+
+        learn_drop, callbacks, spy = self._callbacks("learndrop_first")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _fit(model, callbacks)
+
+        self.assertEqual(
+            [str(w.message) for w in caught if "LearnDrop" in str(w.message)],
+            [],
+        )
+        history = learn_drop.history
+        self.assertEqual(history.frozen_at, reference.frozen_at)
+        self.assertEqual(
+            [e.mode for e in history.epochs],
+            ["full", "full", "full", "fill", "replay", "replay"],
+        )
+        self.assertEqual(spy.frozen[3], names[:6])
+        self.assertEqual(history.unit_names[0], names[0])
+        for got, want in zip(_weights(model), reference_weights):
+            self.assertAllEqual(got, want)
 
     def test_crash_during_replay_refills_the_cache(self):
         reference, reference_frozen, reference_weights = _uninterrupted()
@@ -329,7 +363,8 @@ class StateFileTest(parameterized.TestCase, tf.test.TestCase):
         self.assertEqual(crashed.history.frozen_at, {0: 2, 1: 2})
         self.path = os.path.join(self.backup_dir, "learndrop_state.json")
 
-    def _resume(self):
+    def _resume(self, model=None):
+        self.model = model or self.model
         callback = _learn_drop(self.backup_dir)
         callback.set_model(self.model)
         callback.on_train_begin()
@@ -349,8 +384,20 @@ class StateFileTest(parameterized.TestCase, tf.test.TestCase):
             [e.epoch for e in callback.history.epochs], [0, 1, 2, 3]
         )
 
+    def test_the_state_and_the_one_before_are_separate_files(self):
+        with open(self.path) as file:
+            state = json.load(file)
+        with open(self.path + ".bkp") as file:
+            previous = json.load(file)
+        self.assertEqual((state["epoch"], previous["epoch"]), (2, 1))
+        self.assertNotIn("previous", state)
+
     @parameterized.named_parameters(
-        ("other_model", "other_model", "model with units"),
+        (
+            "other_structure",
+            "other_structure",
+            r"another structure \(unit 0 was Conv2D .*Rescaling",
+        ),
         ("later_epoch", "later_epoch", "saved after epoch 8"),
         ("corrupt", "corrupt", "cannot read the state"),
     )
@@ -359,16 +406,19 @@ class StateFileTest(parameterized.TestCase, tf.test.TestCase):
     ):
         with open(self.path) as file:
             state = json.load(file)
-        if kind == "other_model":
-            names = state["history"]["unit_names"]
-            state["history"]["unit_names"] = ["other_" + n for n in names]
-        elif kind == "later_epoch":
-            state["epoch"], state["previous"] = 7, None
+        if kind == "later_epoch":
+            state["epoch"] = 7
         with open(self.path, "w") as file:
             text = json.dumps(state)
             file.write(text[: len(text) // 2] if kind == "corrupt" else text)
+        model = None
+        if kind == "other_structure":
+            # One more layer in front: another model for the same folder.
+            model = tiny_models.compile_model(
+                tiny_models.conv_net(front=[keras.layers.Rescaling(0.5)])
+            )
         with self.assertWarnsRegex(UserWarning, f"{message}.*starting afresh"):
-            callback, logs = self._resume()
+            callback, logs = self._resume(model)
         # Afresh from the resumed epoch: nothing frozen, warm-up again.
         self.assertEqual(logs["ld_frozen_units"], 0)
         self.assertTrue(all(layer.trainable for layer in self.model.layers))

@@ -41,7 +41,9 @@ class SampleRecorder(keras.layers.Layer):
         self.total.assign(0.0)
 
 
-def conv_net(recorder=False, front=(), seed=0, dense_activation="softmax"):
+def conv_net(
+    recorder=False, front=(), seed=0, dense_activation="softmax", named=True
+):
     """A 4-unit CNN on 8x8x1 inputs: conv, conv, conv, dense.
 
     Args:
@@ -49,26 +51,34 @@ def conv_net(recorder=False, front=(), seed=0, dense_activation="softmax"):
             third unit (after the second conv unit).
         front: Layers to put before the first conv (augmentation, say).
         seed: Seed of the initial weights.
+        dense_activation: Activation of the output layer.
+        named: Whether the layers get fixed names (`conv1`, ...) or Keras's
+            automatic ones (`conv2d`, `conv2d_1`, ..., which depend on the
+            models built before in the process).
     """
     keras.utils.set_random_seed(seed)
+
+    def name(text):
+        return {"name": text} if named else {}
+
     layers = [keras.Input((8, 8, 1)), *front]
     layers += [
-        keras.layers.Conv2D(4, 3, padding="same", name="conv1"),
-        keras.layers.BatchNormalization(name="bn1"),
-        keras.layers.ReLU(name="relu1"),
-        keras.layers.Conv2D(6, 3, padding="same", name="conv2"),
-        keras.layers.ReLU(name="relu2"),
-        keras.layers.MaxPooling2D(name="pool2"),
+        keras.layers.Conv2D(4, 3, padding="same", **name("conv1")),
+        keras.layers.BatchNormalization(**name("bn1")),
+        keras.layers.ReLU(**name("relu1")),
+        keras.layers.Conv2D(6, 3, padding="same", **name("conv2")),
+        keras.layers.ReLU(**name("relu2")),
+        keras.layers.MaxPooling2D(**name("pool2")),
     ]
     if recorder:
-        layers.append(SampleRecorder(name="recorder"))
+        layers.append(SampleRecorder(**name("recorder")))
     layers += [
-        keras.layers.Conv2D(8, 3, padding="same", name="conv3"),
-        keras.layers.ReLU(name="relu3"),
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(3, activation=dense_activation, name="dense"),
+        keras.layers.Conv2D(8, 3, padding="same", **name("conv3")),
+        keras.layers.ReLU(**name("relu3")),
+        keras.layers.GlobalAveragePooling2D(**name("gap")),
+        keras.layers.Dense(3, activation=dense_activation, **name("dense")),
     ]
-    return keras.Sequential(layers, name="conv_net")
+    return keras.Sequential(layers, **name("conv_net"))
 
 
 def compile_model(model, optimizer=None, **kwargs):

@@ -1,0 +1,242 @@
+"""The one place where keras-learndrop relies on Keras internals.
+
+LearnDrop runs inside `keras.Model.fit`, walks the layer graph of the model
+and rebuilds its training step. Keras has public routes for most of that
+(`Callback.params["steps"]`, `Model.compute_loss`, `compute_metrics`,
+`optimizer.apply_gradients`, `keras.config.is_interactive_logging_enabled`),
+and the rest of the package uses them. What follows has none: each function
+here wraps one reliance on a private name or an undocumented behaviour of
+Keras 3 on the TensorFlow backend, and says why no public route exists.
+`tests/keras_internals_test.py` pins each one with a test of the same name,
+so that a Keras release that changes one fails that test by name.
+
+Tested with the oldest and the newest pair of `setup.cfg`'s range (see
+`scripts/test_versions.sh`).
+
+The `fit` call:
+
+- `fit_epoch_iterator`: the local `epoch_iterator` of the TensorFlow
+  trainer's `fit`, read off the call stack. Keras hands callbacks only
+  `params` (`epochs`, `steps`, `verbose`); LearnDrop also needs to know how
+  many batches the data holds, to pause the input pipeline in replay epochs,
+  and to tell its own `fit` from a later one.
+- `data_batches`: `EpochIterator.data_adapter.num_batches`, the batches in
+  one pass over the data; `params["steps"]` is `steps_per_epoch` when given,
+  which may cover the data more or less than once.
+- `pause_fit_input`: `EpochIterator._get_iterator`, which `fit` calls at the
+  start of each epoch; an empty stand-in keeps a replay epoch (which never
+  reads `fit`'s input) from starting the input pipeline's prefetching.
+- `symbolic_build`: `Model._symbolic_build(iterator=...)`. A model without
+  an `Input` is built by Keras in its first training step, after
+  `on_train_begin`; LearnDrop needs the layer graph before that.
+- `install_train_function`: `fit` calls `make_train_function()` before
+  `on_train_begin` and then `model.train_function(iterator)` once per step,
+  so a function set in `on_train_begin` serves the whole `fit`. The
+  attribute is public, this order of calls is not documented.
+
+The layer graph:
+
+- `functional_graph`, `graph_nodes`: `Sequential._functional` and
+  `Functional._nodes_by_depth`, and the `Node` objects in it
+  (`operation`, `input_tensors`, `output_tensors`, `is_input`). The public
+  `Model.layers` lists layers, not calls, so it misses shared layers,
+  `keras.ops` calls and the order of the graph.
+- `call_node`: `Node.arguments.fill_in`, the arguments of one recorded
+  call (keyword arguments included) with tensors of our choosing.
+- `run_through_graph`: `Function._run_through_graph`, which pushes new
+  shapes through the graph operation by operation (for FLOPs of a model
+  built on unknown image sizes). Its `operation_fn` argument is required in
+  Keras 3.10 and optional in later releases, so it is always passed.
+- `flatten_layers`: `Layer._flatten_layers`, every layer nested in a layer
+  (the public `Model.layers` lists only the direct children).
+- `created_trainable_variables`: `Layer._trainable_variables`, the variables
+  a layer created as trainable. `trainable_weights` is empty once the user
+  froze the layer, and such a layer must keep its unit.
+- `seed_generators`: random layers (`Dropout`, `RandomFlip`, noise) keep
+  their `keras.random.SeedGenerator` as an attribute; there is no public
+  "is random" flag on a layer.
+
+The training step (mirrors the TensorFlow trainer's `train_step`):
+
+- `clear_losses`: `Layer._clear_losses`. LearnDrop calls the head's layers
+  one by one, not through `Model.__call__`, which is what clears the losses
+  (activity regularizers) of the previous step.
+- `loss_tracker`: `Trainer._loss_tracker`, the `Mean` that reports `loss` in
+  the logs; `Model.metrics` lists it without a name to find it by.
+- `reduce_per_replica`, `unscale_loss_for_distribution`: functions of
+  `keras.src` that the TensorFlow trainer uses to combine the logs of the
+  replicas and to undo the loss scaling of a distribution strategy.
+"""
+
+import inspect
+
+from keras.src.backend.tensorflow import trainer as _tf_trainer
+from keras.src.losses import loss as _loss_module
+
+from keras_learndrop.backend import keras
+
+# ---- the fit call -------------------------------------------------------
+
+
+def fit_epoch_iterator(model):
+    """Returns the `EpochIterator` of the innermost running `model.fit`.
+
+    Args:
+        model: The `keras.Model` whose `fit` is running.
+
+    Returns:
+        The iterator, or `None` outside a `fit` of `model` (or if Keras
+        renamed the local).
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        if (
+            frame.f_code.co_name == "fit"
+            and frame.f_locals.get("self") is model
+            and "epoch_iterator" in frame.f_locals
+        ):
+            return frame.f_locals["epoch_iterator"]
+        frame = frame.f_back
+    return None
+
+
+def data_batches(epoch_iterator):
+    """Returns the batches in one pass over the data of `fit`, or `None`.
+
+    `None` means a dataset of unknown length (until it ran out once).
+    """
+    return epoch_iterator.data_adapter.num_batches
+
+
+def _no_input():
+    return iter(())
+
+
+def pause_fit_input(epoch_iterator, paused):
+    """Makes the epochs of `fit` start without (or again with) its input."""
+    if paused:
+        epoch_iterator._get_iterator = _no_input
+    else:
+        epoch_iterator.__dict__.pop("_get_iterator", None)
+
+
+def symbolic_build(model, epoch_iterator):
+    """Builds `model` on the first batch of `fit`'s input, then rewinds."""
+    model._symbolic_build(iterator=epoch_iterator)
+    epoch_iterator.reset()
+
+
+def install_train_function(model, function):
+    """Makes `function(iterator)` the per-step function of the running fit.
+
+    Called from `on_train_begin`. `None` lets Keras build its own again.
+    """
+    model.train_function = function
+
+
+# ---- the layer graph ----------------------------------------------------
+
+
+def functional_graph(model):
+    """Returns the graph of layer calls of `model`, or `None`.
+
+    Args:
+        model: A `keras.Model`.
+
+    Returns:
+        The functional graph (an object with `inputs`, `outputs` and nodes):
+        `model` itself for a functional model, its inner graph for a built
+        `Sequential`; `None` for an unbuilt `Sequential` and for a
+        subclassed model.
+    """
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+        return model
+    return None
+
+
+def graph_nodes(graph):
+    """Returns the nodes of `graph` in topological order, inputs first.
+
+    Each node is one call: `node.operation` (a layer or a `keras.ops`
+    operation) on `node.input_tensors`, giving `node.output_tensors`;
+    `node.is_input` marks the nodes of the graph's inputs.
+    """
+    nodes = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        nodes.extend(graph._nodes_by_depth[depth])
+    return nodes
+
+
+def call_node(node, values, **kwargs):
+    """Calls `node.operation` as recorded, on other tensors.
+
+    Args:
+        node: A node of `graph_nodes`.
+        values: Dict from `id()` of each `KerasTensor` the node reads to the
+            tensor to use instead.
+        **kwargs: Further keyword arguments of the call (`training`).
+
+    Returns:
+        The outputs of the call.
+    """
+    args, recorded = node.arguments.fill_in(values)
+    return node.operation(*args, **{**recorded, **kwargs})
+
+
+def run_through_graph(graph, inputs, call_fn):
+    """Runs `call_fn(operation, *args, **kwargs)` for each node of `graph`.
+
+    Returns:
+        The outputs of the graph, as `call_fn` computed them.
+    """
+    return graph._run_through_graph(
+        inputs, operation_fn=lambda operation: operation, call_fn=call_fn
+    )
+
+
+def flatten_layers(layer, include_self=True):
+    """Returns `layer` (if `include_self`) and every layer nested in it."""
+    return list(layer._flatten_layers(include_self=include_self))
+
+
+def created_trainable_variables(layer):
+    """Returns the variables `layer` created as trainable.
+
+    Unlike `layer.trainable_weights`, the list stays the same when the layer
+    is frozen (`trainable=False`).
+    """
+    return list(layer._trainable_variables)
+
+
+def seed_generators(layer):
+    """Returns the `keras.random.SeedGenerator`s that `layer` draws from."""
+    return [
+        value
+        for value in vars(layer).values()
+        if isinstance(value, keras.random.SeedGenerator)
+    ]
+
+
+# ---- the training step ---------------------------------------------------
+
+
+def clear_losses(model):
+    """Clears the losses that the layers of `model` added in a call."""
+    model._clear_losses()
+
+
+def loss_tracker(model):
+    """Returns the `Mean` metric behind the `loss` of `fit`'s logs."""
+    return model._loss_tracker
+
+
+def reduce_per_replica(values, strategy):
+    """Combines the per-replica logs of `strategy.run`, as `fit` does."""
+    return _tf_trainer.reduce_per_replica(values, strategy, reduction="auto")
+
+
+def unscale_loss_for_distribution(loss):
+    """Undoes the scaling of `loss` by the number of replicas."""
+    return _loss_module.unscale_loss_for_distribution(loss)

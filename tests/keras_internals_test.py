@@ -1,0 +1,356 @@
+"""Contract tests of `keras_internals`: one test per reliance on Keras.
+
+Each test is named after the function of `keras_internals` it pins, so a
+Keras release that changes one of them fails here by name, before the
+callback's own tests fail in less obvious ways.
+"""
+
+import numpy as np
+from absl.testing import parameterized
+
+from keras_learndrop import keras_internals
+from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
+
+
+def _data(samples=40):
+    rng = np.random.default_rng(0)
+    x = rng.random((samples, 6)).astype("float32")
+    y = rng.integers(0, 2, samples)
+    return x, y
+
+
+def _dense_model():
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+class OnTrainBegin(keras.callbacks.Callback):
+    """Calls `function(callback)` in `on_train_begin`."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def on_train_begin(self, logs=None):
+        self.function(self)
+
+
+class FitCallTest(tf.test.TestCase, parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+
+    def test_fit_epoch_iterator(self):
+        model = _dense_model()
+        seen = {}
+
+        def look(callback):
+            seen["iterator"] = keras_internals.fit_epoch_iterator(model)
+            seen["steps"] = callback.params["steps"]
+
+        x, y = _data(40)
+        model.fit(x, y, batch_size=8, callbacks=[OnTrainBegin(look)], verbose=0)
+
+        self.assertIsNotNone(seen["iterator"])
+        self.assertEqual(seen["iterator"].num_batches, seen["steps"])
+        self.assertEqual(seen["steps"], 5)
+        self.assertIsNone(keras_internals.fit_epoch_iterator(model))
+
+    @parameterized.named_parameters(
+        ("whole_data", None, 5),
+        ("steps_per_epoch", 2, 5),
+    )
+    def test_data_batches(self, steps_per_epoch, batches):
+        model = _dense_model()
+        seen = {}
+
+        def look(callback):
+            iterator = keras_internals.fit_epoch_iterator(model)
+            seen["batches"] = keras_internals.data_batches(iterator)
+
+        dataset = tf.data.Dataset.from_tensor_slices(_data(40)).batch(8)
+        model.fit(
+            dataset.repeat() if steps_per_epoch else dataset,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=[OnTrainBegin(look)],
+            verbose=0,
+        )
+        # A repeated dataset has no end: its batches are unknown.
+        self.assertEqual(seen["batches"], None if steps_per_epoch else batches)
+
+    def test_data_batches_of_unknown_length(self):
+        model = _dense_model()
+        seen = {}
+
+        def look(callback):
+            iterator = keras_internals.fit_epoch_iterator(model)
+            seen["batches"] = keras_internals.data_batches(iterator)
+
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(_data(40))
+            .filter(lambda x, y: True)
+            .batch(8)
+        )
+        model.fit(dataset, callbacks=[OnTrainBegin(look)], verbose=0)
+        self.assertIsNone(seen["batches"])
+
+    def test_pause_fit_input(self):
+        model = _dense_model()
+        batches = []
+
+        def take_one(iterator):
+            # One batch per step, as Keras's own step takes.
+            batches[-1] += next(iterator, None) is not None
+            return {}
+
+        class Pause(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.iterator = keras_internals.fit_epoch_iterator(model)
+                keras_internals.install_train_function(model, take_one)
+
+            def on_epoch_begin(self, epoch, logs=None):
+                batches.append(0)
+                keras_internals.pause_fit_input(self.iterator, epoch == 1)
+
+        x, y = _data(40)
+        model.fit(x, y, batch_size=8, epochs=3, callbacks=[Pause()], verbose=0)
+
+        # Paused, the steps of epoch 1 get an empty iterator; after it,
+        # fit's own input is back.
+        self.assertEqual(batches, [5, 0, 5])
+
+    def test_symbolic_build(self):
+        model = keras.Sequential(
+            [keras.layers.Dense(4), keras.layers.Dense(2, activation="softmax")]
+        )
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        seen = {}
+
+        def build(callback):
+            seen["built_before"] = model.built
+            iterator = keras_internals.fit_epoch_iterator(model)
+            keras_internals.symbolic_build(model, iterator)
+            seen["graph"] = keras_internals.functional_graph(model)
+
+        x, y = _data(40)
+        history = model.fit(
+            x, y, batch_size=8, callbacks=[OnTrainBegin(build)], verbose=0
+        )
+        self.assertFalse(seen["built_before"])
+        self.assertIsNotNone(seen["graph"])
+        self.assertEqual(tuple(seen["graph"].inputs[0].shape)[1:], (6,))
+        self.assertLen(history.history["loss"], 1)
+
+    def test_install_train_function(self):
+        model = _dense_model()
+        calls = []
+        seen = {}
+
+        def install(callback):
+            # `fit` made its own function before `on_train_begin`.
+            keras_function = model.train_function
+            seen["keras_function"] = keras_function
+
+            def counting(iterator):
+                calls.append(1)
+                return keras_function(iterator)
+
+            keras_internals.install_train_function(model, counting)
+
+        x, y = _data(40)
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            callbacks=[OnTrainBegin(install)],
+            verbose=0,
+        )
+        self.assertIsNotNone(seen["keras_function"])
+        self.assertLen(calls, 2 * 5)
+
+
+def _functional_with_ops():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(4, name="dense_a")(inputs)
+    y = keras.layers.Dense(4, name="dense_b")(inputs)
+    total = keras.layers.Add(name="add")([x, y])
+    summed = keras.ops.sum(total, axis=-1, keepdims=True)
+    return keras.Model(inputs, summed)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+class GraphTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+
+    def test_functional_graph(self):
+        functional = _functional_with_ops()
+        built = _dense_model()
+        unbuilt = keras.Sequential([keras.layers.Dense(2)])
+
+        self.assertIs(keras_internals.functional_graph(functional), functional)
+        graph = keras_internals.functional_graph(built)
+        self.assertEqual(tuple(graph.inputs[0].shape), (None, 6))
+        self.assertEqual(tuple(graph.outputs[0].shape), (None, 2))
+        self.assertIsNone(keras_internals.functional_graph(unbuilt))
+        self.assertIsNone(keras_internals.functional_graph(Subclassed()))
+
+    def test_graph_nodes(self):
+        model = _functional_with_ops()
+
+        nodes = keras_internals.graph_nodes(model)
+
+        self.assertTrue(nodes[0].is_input)
+        self.assertFalse(any(node.is_input for node in nodes[1:]))
+        names = [node.operation.name for node in nodes[1:]]
+        self.assertCountEqual(names[:2], ["dense_a", "dense_b"])
+        self.assertEqual(names[2], "add")
+        self.assertIsInstance(nodes[-1].operation, keras.Operation)
+        produced = {id(t) for t in nodes[0].output_tensors}
+        for node in nodes[1:]:
+            # Topological: every input was produced by an earlier node.
+            self.assertTrue(all(id(t) in produced for t in node.input_tensors))
+            produced.update(id(t) for t in node.output_tensors)
+        self.assertIn(id(model.outputs[0]), produced)
+
+    def test_call_node(self):
+        model = _functional_with_ops()
+        node = keras_internals.graph_nodes(model)[-1]  # ops.sum(axis=-1)
+        value = tf.ones((3, 4))
+
+        result = keras_internals.call_node(
+            node, {id(node.input_tensors[0]): value}
+        )
+
+        # The recorded keyword arguments (axis, keepdims) are kept.
+        self.assertAllClose(result, 4 * np.ones((3, 1)))
+
+    def test_run_through_graph(self):
+        inputs = keras.Input((None, None, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+        outputs = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, outputs)
+        shapes = []
+
+        def record(operation, *args, **kwargs):
+            result = operation.compute_output_spec(*args, **kwargs)
+            shapes.append(tuple(result.shape))
+            return result
+
+        keras_internals.run_through_graph(
+            model, [keras.KerasTensor((None, 8, 8, 3))], record
+        )
+
+        self.assertEqual(shapes, [(None, 8, 8, 4), (None, 4)])
+
+    def test_flatten_layers(self):
+        inner = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(4, name="inner_dense")],
+            name="inner",
+        )
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+
+        names = [
+            layer.name
+            for layer in keras_internals.flatten_layers(
+                model, include_self=False
+            )
+        ]
+
+        self.assertIn("inner", names)
+        self.assertIn("inner_dense", names)
+        self.assertNotIn(model.name, names)
+        self.assertIs(keras_internals.flatten_layers(model)[0], model)
+
+    def test_created_trainable_variables(self):
+        dense = keras.layers.Dense(3)
+        dense.build((None, 2))
+        norm = keras.layers.BatchNormalization()
+        norm.build((None, 3))
+        dense.trainable = False
+
+        created = keras_internals.created_trainable_variables
+        self.assertEqual(dense.trainable_weights, [])
+        self.assertEqual(
+            [v.path for v in created(dense)],
+            [dense.kernel.path, dense.bias.path],
+        )
+        self.assertEqual(
+            [v.path for v in created(norm)], [norm.gamma.path, norm.beta.path]
+        )
+
+    def test_seed_generators(self):
+        for layer in (
+            keras.layers.Dropout(0.5),
+            keras.layers.RandomFlip(),
+            keras.layers.GaussianNoise(0.1),
+        ):
+            self.assertNotEmpty(keras_internals.seed_generators(layer))
+        self.assertEmpty(keras_internals.seed_generators(keras.layers.Dense(2)))
+
+
+class TrainStepTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+
+    def test_clear_losses(self):
+        inputs = keras.Input((6,))
+        outputs = keras.layers.Dense(
+            2, activity_regularizer=keras.regularizers.L2(1.0)
+        )(inputs)
+        model = keras.Model(inputs, outputs)
+        # Called layer by layer, not through `Model.__call__`.
+        model.layers[-1](tf.ones((2, 6)))
+        self.assertNotEmpty(model.losses)
+
+        keras_internals.clear_losses(model)
+
+        self.assertEmpty(model.losses)
+
+    def test_loss_tracker(self):
+        model = _dense_model()
+        x, y = _data(40)
+
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+
+        tracker = keras_internals.loss_tracker(model)
+        self.assertIsInstance(tracker, keras.metrics.Mean)
+        self.assertEqual(tracker.name, "loss")
+        self.assertAllClose(tracker.result(), history.history["loss"][-1])
+
+    def test_reduce_per_replica(self):
+        strategy = tf.distribute.get_strategy()
+        logs = strategy.run(lambda: {"loss": tf.constant(2.0)})
+
+        reduced = keras_internals.reduce_per_replica(logs, strategy)
+
+        self.assertAllClose(reduced["loss"], 2.0)
+
+    def test_unscale_loss_for_distribution(self):
+        # One replica: the loss is not scaled, so it comes back unchanged.
+        loss = keras_internals.unscale_loss_for_distribution(tf.constant(3.0))
+        self.assertAllClose(loss, 3.0)
+
+
+if __name__ == "__main__":
+    tf.test.main()
