@@ -225,8 +225,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._reference_epoch = None
         self._epoch_start = None
         self._extend_flops = 0
-        self._schedule = None  # The optimizer's learning rate schedule.
-        self._learning_rates = []  # Sampled since the last evaluation.
+        self._rates = None  # `scoring.LearningRates` of the optimizer.
         self._sample_every = 0  # Steps between samples of the weights.
         self._scoring_seconds = 0.0  # Spent measuring in this epoch.
 
@@ -280,7 +279,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._function.step = self._step
         if self._policy.samples_per_epoch > 1:
             self._function.on_step = self._sample
-        self._schedule = _learning_rate_schedule(model.optimizer)
+        self._rates = scoring.LearningRates(model.optimizer)
         keras_internals.install_train_function(model, self._function)
 
     def _start_afresh(self, model):
@@ -306,7 +305,7 @@ class LearnDrop(keras.callbacks.Callback):
                 # callback's `on_train_begin`: score from those.
                 self._tracker.snapshot()
                 self._reference_epoch = epoch - 1
-            self._learning_rates = [self._learning_rate()]
+            self._rates.start_interval()
         self._epoch_start = time.perf_counter()
         self._scoring_seconds = 0.0
         self._sample_every = _sample_interval(
@@ -573,50 +572,8 @@ class LearnDrop(keras.callbacks.Callback):
         if self._sample_every and steps % self._sample_every == 0:
             start = time.perf_counter()
             self._tracker.sample(first_unit=self._policy.stem_size)
-            self._learning_rates.append(self._learning_rate())
+            self._rates.sample()
             self._scoring_seconds += time.perf_counter() - start
-
-    def _learning_rate(self):
-        try:
-            rate = float(
-                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-            )
-        except (AttributeError, TypeError, ValueError):
-            return None
-        return rate if np.isfinite(rate) else None
-
-    def _remaining_learning_rate(self, epoch):
-        """Sums the mean learning rate of each epoch of `fit` after `epoch`.
-
-        Each epoch's mean is the schedule's value at its middle step; a
-        learning rate without a schedule counts as constant. `None` when
-        the run's length is unknown.
-        """
-        epochs = (self.params or {}).get("epochs")
-        steps = self._steps_per_epoch
-        if not epochs:
-            return None
-        remaining = max(0, epochs - epoch - 1)
-        if self._schedule is None or not steps:
-            current = self._learning_rate()
-            return None if current is None else current * remaining
-        optimizer = _inner_optimizer(self.model.optimizer)
-        step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-        middles = step + steps * (np.arange(remaining) + 0.5)
-        try:
-            # Keras's schedules work on a vector of steps: one call.
-            rates = keras.ops.convert_to_numpy(
-                self._schedule(keras.ops.convert_to_tensor(middles, "float32"))
-            )
-            if np.shape(rates) != (remaining,):
-                rates = [
-                    keras.ops.convert_to_numpy(self._schedule(int(s)))
-                    for s in middles
-                ]
-            return float(np.sum(rates))
-        except (TypeError, ValueError):
-            current = self._learning_rate()
-            return None if current is None else current * remaining
 
     def _evaluate(self, epoch, logs):
         start = time.perf_counter()
@@ -625,10 +582,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._reference_epoch = epoch
         change = scoring.change_scores(measured.delta, measured.previous)
         path = scoring.change_scores(measured.path, measured.previous)
-        rates = [r for r in self._learning_rates + [self._learning_rate()]]
-        rates = [r for r in rates if r is not None]
-        learning_rate = float(np.mean(rates)) if rates else None
-        self._learning_rates = [self._learning_rate()]
+        learning_rate = self._rates.end_interval()
         # Weights that are NaN or inf (a diverged step) tell nothing about
         # settling, and NaN is the policy's mark of a frozen unit: such a
         # unit is marked `inf`, which no policy may freeze.
@@ -641,11 +595,12 @@ class LearnDrop(keras.callbacks.Callback):
             )
         change = np.where(diverged, np.inf, change)
         path = np.where(diverged, np.inf, path)
-        remaining = self._remaining_learning_rate(epoch)
+        epochs = (self.params or {}).get("epochs")
+        remaining = self._rates.remaining(epoch, epochs, self._steps_per_epoch)
         new_stem = self._policy.update(
             policy_lib.Observation(
                 epoch=epoch,
-                epochs=self.params.get("epochs") if self.params else None,
+                epochs=epochs,
                 change=change,
                 path=path,
                 learning_rate=learning_rate,
@@ -758,27 +713,6 @@ class LearnDrop(keras.callbacks.Callback):
         logs["ld_cache_bytes"] = record.cache_bytes
         logs["ld_forward_flops"] = record.forward_flops
         logs["ld_flops_saved"] = self.history.flops_reduction
-
-
-def _inner_optimizer(optimizer):
-    # A `LossScaleOptimizer` (mixed precision) runs the user's optimizer.
-    return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-def _learning_rate_schedule(optimizer):
-    """Returns the optimizer's learning rate schedule, or None.
-
-    Keras does not expose the schedule object, but serializes it in the
-    optimizer's public config; a schedule that cannot be rebuilt from
-    there (an unregistered custom class) counts as none.
-    """
-    try:
-        config = _inner_optimizer(optimizer).get_config()["learning_rate"]
-        if not isinstance(config, dict):
-            return None
-        return keras.optimizers.schedules.deserialize(config)
-    except (KeyError, TypeError, ValueError, NotImplementedError):
-        return None
 
 
 def _sample_interval(steps, samples_per_epoch):

@@ -21,6 +21,7 @@ import typing
 
 import numpy as np
 
+from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 
 EPSILON = 1e-12
@@ -279,3 +280,113 @@ def _measure_step(current, previous):
         rows.append(tf.stack([diff, norm]))
     copies = [[tf.identity(w) for w in weights] for weights in current]
     return tf.stack(rows), copies
+
+
+class LearningRates:
+    """Reads an optimizer's learning rate: the past interval's, and to come.
+
+    `start_interval`, `sample` and `end_interval` give the mean of the
+    learning rates read at an evaluation interval's start, its samples and
+    its end. `remaining` sums the learning rate still to come in a run:
+    each remaining epoch's value at its middle step, from the optimizer's
+    schedule; a learning rate without one counts as constant.
+
+    Keras does not expose the schedule object of an optimizer, but
+    serializes it in the optimizer's public config: the schedule is
+    rebuilt from there. One that cannot be (an unregistered custom class)
+    counts as a constant learning rate.
+
+    Args:
+        optimizer: A Keras optimizer (a `LossScaleOptimizer`'s inner one
+            is read).
+    """
+
+    def __init__(self, optimizer):
+        # A `LossScaleOptimizer` (mixed precision) runs the user's one.
+        self._optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        self._schedule = _schedule_of(self._optimizer)
+        self._values = []
+
+    def current(self):
+        """Returns the learning rate of the next step, or `None`."""
+        try:
+            rate = float(
+                keras.ops.convert_to_numpy(self._optimizer.learning_rate)
+            )
+        except (AttributeError, TypeError, ValueError):
+            return None
+        return rate if np.isfinite(rate) else None
+
+    def start_interval(self):
+        """Starts an interval with the current learning rate."""
+        self._values = [self.current()]
+
+    def sample(self):
+        """Adds the current learning rate to the interval."""
+        self._values.append(self.current())
+
+    def end_interval(self):
+        """Returns the interval's mean learning rate (or `None`); restarts.
+
+        Example:
+
+        >>> rates = LearningRates(keras.optimizers.SGD(0.1))
+        >>> rates.start_interval()
+        >>> round(rates.end_interval(), 6)
+        0.1
+        """
+        values = [v for v in self._values + [self.current()] if v is not None]
+        self.start_interval()
+        return float(np.mean(values)) if values else None
+
+    def remaining(self, epoch, epochs, steps):
+        """Sums the mean learning rate of each epoch after `epoch`.
+
+        Args:
+            epoch: Integer. The epoch (from 0) that just ended.
+            epochs: Integer or `None`. Epochs of the run.
+            steps: Integer or `None`. Steps per epoch.
+
+        Returns:
+            A float, or `None` when `epochs` is unknown.
+
+        Example:
+
+        >>> schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        ...     [10], [0.1, 0.01])
+        >>> rates = LearningRates(keras.optimizers.SGD(schedule))
+        >>> round(rates.remaining(epoch=-1, epochs=2, steps=10), 6)
+        0.11
+        """
+        if not epochs:
+            return None
+        remaining = max(0, epochs - epoch - 1)
+        if self._schedule is None or not steps:
+            current = self.current()
+            return None if current is None else current * remaining
+        step = int(keras.ops.convert_to_numpy(self._optimizer.iterations))
+        middles = step + steps * (np.arange(remaining) + 0.5)
+        try:
+            # Keras's schedules take a vector of steps: one call.
+            rates = keras.ops.convert_to_numpy(
+                self._schedule(keras.ops.convert_to_tensor(middles, "float32"))
+            )
+            if np.shape(rates) != (remaining,):
+                rates = [
+                    keras.ops.convert_to_numpy(self._schedule(int(s)))
+                    for s in middles
+                ]
+            return float(np.sum(rates))
+        except (TypeError, ValueError):
+            current = self.current()
+            return None if current is None else current * remaining
+
+
+def _schedule_of(optimizer):
+    try:
+        config = optimizer.get_config()["learning_rate"]
+        if not isinstance(config, dict):
+            return None
+        return keras.optimizers.schedules.deserialize(config)
+    except (KeyError, TypeError, ValueError, NotImplementedError):
+        return None

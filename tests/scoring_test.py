@@ -304,3 +304,46 @@ class WeightTrackerTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class LearningRatesTest(tf.test.TestCase):
+    def test_constant_rate_counts_as_constant(self):
+        rates = scoring.LearningRates(keras.optimizers.SGD(0.05))
+
+        self.assertAllClose(rates.remaining(1, 5, 10), 0.15)
+        self.assertIsNone(rates.remaining(1, None, 10))
+
+    def test_schedule_is_read_at_each_remaining_epochs_middle(self):
+        schedule = keras.optimizers.schedules.CosineDecay(0.1, 100)
+        optimizer = keras.optimizers.SGD(schedule)
+        optimizer.iterations.assign(20)
+        rates = scoring.LearningRates(optimizer)
+
+        remaining = rates.remaining(epoch=1, epochs=5, steps=20)
+
+        # Epochs 3, 4 and 5: steps 20-39, 40-59, 60-79.
+        expected = sum(float(schedule(s)) for s in (30, 50, 70))
+        self.assertAllClose(remaining, expected, rtol=1e-5)
+
+    def test_interval_mean_of_the_samples(self):
+        optimizer = keras.optimizers.SGD(
+            keras.optimizers.schedules.PiecewiseConstantDecay([1], [0.1, 0.2])
+        )
+        rates = scoring.LearningRates(optimizer)
+        rates.start_interval()  # 0.1
+        optimizer.iterations.assign(2)  # Past the boundary at step 1.
+        rates.sample()  # 0.2
+
+        self.assertAllClose(rates.end_interval(), (0.1 + 0.2 + 0.2) / 3)
+
+    def test_mixed_precision_reads_the_inner_optimizer(self):
+        schedule = keras.optimizers.schedules.CosineDecay(0.1, 100)
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(schedule)
+        )
+
+        self.assertAllClose(
+            scoring.LearningRates(optimizer).remaining(-1, 1, 10),
+            float(schedule(5)),
+            rtol=1e-5,
+        )
