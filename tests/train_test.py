@@ -249,7 +249,7 @@ class ParseScheduleTest(parameterized.TestCase):
 
 class PolicyFlagsTest(parameterized.TestCase):
     @parameterized.named_parameters(
-        ("scores", "scores", "", "LearnDropScores", {"threshold": 0.5}),
+        ("scores", "scores", "", "LearnDropScores", {"threshold": 0.25}),
         ("aggressive", "aggressive", "", "LearnDropScores", {}),
         (
             "consistency",
@@ -283,8 +283,8 @@ class PolicyFlagsTest(parameterized.TestCase):
     @parameterized.named_parameters(
         ("unknown_argument", dict(policy="freezeout", policy_args="x=1"),
          "do not fit policy 'freezeout'"),
-        ("bad_value", dict(policy="scores", policy_args="threshold=2"),
-         "threshold=2"),
+        ("bad_value", dict(policy="scores", policy_args="threshold=-1"),
+         "threshold=-1"),
         ("schedule_elsewhere", dict(policy="scores", schedule="1:2"),
          "only of it"),
         ("malformed", dict(policy="scores", policy_args="threshold"),
