@@ -518,30 +518,16 @@ class LearnDrop(keras.callbacks.Callback):
                 ),
                 stem_cache.default_device(),
             )
-        expected = self._steps_per_epoch
-        if expected is not None:
-            expected *= len(parts[0])
         try:
-            for i in range(len(parts[0])):
-                self._cache.add(
-                    parts[0][i],
-                    None if parts[1] is None else parts[1][i],
-                    None if parts[2] is None else parts[2][i],
-                    expected_batches=expected,
-                    views=max(1, self._views_wanted()),
-                )
+            self._cache.add_replica_parts(
+                *parts,
+                replicas=strategy.num_replicas_in_sync,
+                steps_per_epoch=self._steps_per_epoch,
+                views=max(1, self._views_wanted()),
+            )
         except stem_cache.CacheBudgetExceeded as error:
             self._refuse_cache(f"{error}; the stem runs forward instead")
             self._function.mode = "stem_forward"
-            return
-        # Under a distribution strategy each local replica's part is stored
-        # apart; replay splits its batches among all replicas again, so
-        # they must have the global size of fit's batches.
-        local = sum(int(p.shape[0]) for p in parts[0])
-        self._cache.batch_size = max(
-            self._cache.batch_size,
-            local * strategy.num_replicas_in_sync // len(parts[0]),
-        )
 
     def _finish_fill(self):
         if self._cache is None:

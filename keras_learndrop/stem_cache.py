@@ -103,6 +103,39 @@ class StemCache:
         """Samples in one view (0 before the first view is finished)."""
         return self.views[0].num_samples if self.views else 0
 
+    def add_replica_parts(
+        self, features, y, sample_weight, replicas, steps_per_epoch, views
+    ):
+        """Stores one step's batch, given as the parts of the local replicas.
+
+        Each part is stored apart; replay splits its batches among all
+        replicas again, so the cache's batch size becomes the global size
+        of `fit`'s batches.
+
+        Args:
+            features: Sequence of the local replicas' stem outputs.
+            y: Sequence of their targets, or `None`.
+            sample_weight: Sequence of their sample weights, or `None`.
+            replicas: Integer. Replicas in sync (all workers).
+            steps_per_epoch: Integer or `None`, when known.
+            views: Integer. Number of views that will be cached.
+
+        Raises:
+            CacheBudgetExceeded: as `add`.
+        """
+        count = len(features)
+        expected = None if steps_per_epoch is None else steps_per_epoch * count
+        for i in range(count):
+            self.add(
+                features[i],
+                None if y is None else y[i],
+                None if sample_weight is None else sample_weight[i],
+                expected_batches=expected,
+                views=views,
+            )
+        local = sum(int(part.shape[0]) for part in features)
+        self.batch_size = max(self.batch_size, local * replicas // count)
+
     def add(self, features, y, sample_weight, expected_batches=None, views=1):
         """Stores one batch of the view being filled.
 
