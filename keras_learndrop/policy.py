@@ -337,7 +337,16 @@ class LearnDropScores(_StreakPolicy):
 
     @classmethod
     def aggressive(cls, **kwargs):
-        """The faster published setting (see the README's frontier)."""
+        """Returns the faster published setting: `threshold=1.0`.
+
+        A unit freezes once it would move by at most its weights' norm over
+        the rest of the run. On the README's frontier (ResNet-20 from
+        scratch) it ran 2.16x faster than plain training and lost 3.8
+        points of accuracy, where the default lost none at 1.27x.
+
+        Args:
+            **kwargs: Arguments of `LearnDropScores` to change.
+        """
         return cls(**{**AGGRESSIVE_SCORES, **kwargs})
 
     def settled(self, observation):
@@ -628,9 +637,11 @@ class FixedSchedule(FreezePolicy):
         return cls(**config)
 
 
-# The settings chosen from the frontier (README, "Choosing the policy").
+# The settings chosen from the frontier (README, "Choosing the policy"):
+# on ResNet-20 from scratch (two seeds) the default kept accuracy at 1.27x,
+# threshold 1.0 ran 2.16x faster and lost 3.8 points.
 DEFAULT_SCORES = {}
-AGGRESSIVE_SCORES = {"threshold": 0.7, "patience": 1}
+AGGRESSIVE_SCORES = {"threshold": 1.0}
 
 POLICIES = {
     cls.__name__: cls
