@@ -4,11 +4,11 @@ At every evaluation (each `eval_every` epochs) `LearnDrop` hands its policy
 an `Observation`: for each unit still training, how far its weights moved
 since the last evaluation (net change and path length, relative to the
 weights' norm), the mean learning rate applied meanwhile, and where the run
-stands (`epoch` of `epochs`). The policy returns how many leading units it
-wants frozen. A policy is an object, like Keras's `LearnDropHistory` or
-`LearningRateSchedule`: built-in ones are documented below with their
-equations, and a new one subclasses `FreezePolicy` and implements
-`propose`.
+stands (`epoch` of `epochs`, and the learning rate still to come). The
+policy returns how many leading units it wants frozen. A policy is an
+object, like Keras's `LearningRateSchedule`: the built-in ones are
+documented below with their equations, and a new one subclasses
+`FreezePolicy` and implements `propose`.
 
 Every policy gets the same safeguards, applied by `FreezePolicy.update`
 around `propose`:
@@ -23,8 +23,9 @@ around `propose`:
 
 Built in:
 
-* `LearnDropScores` (the default): the change of a unit per unit of
-  learning rate, against its peak after warm-up.
+* `LearnDropScores` (the default): the change a unit would still make in
+  the rest of the run at its present rate of change per unit of learning
+  rate.
 * `DirectionConsistency`: whether a unit's updates still point one way
   (the effective perturbation of APF, Chen et al. 2021).
 * `AutoFreezeRule`: a unit's change rate against the median of the units
