@@ -386,6 +386,17 @@ def main(argv):
         return
     if not FLAGS.regime:
         raise app.UsageError("--regime names the runs; it is required.")
+    for name, instead in (
+        ("policy", "--setting"),
+        ("policy_args", "--setting"),
+        ("schedule", "--setting=fixed:PLAN"),
+        ("output_dir", "--results"),
+        ("verbose", "nothing: the runs are silent"),
+    ):
+        if FLAGS[name].present:
+            raise app.UsageError(
+                f"--{name} does not apply to the frontier (use {instead})."
+            )
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)

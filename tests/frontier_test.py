@@ -3,6 +3,7 @@
 import json
 import os
 
+from absl import app
 from absl import flags
 from absl.testing import flagsaver
 from matplotlib import image
@@ -45,6 +46,15 @@ class FrontierTest(tf.test.TestCase):
     def test_bad_setting_is_refused_before_training(self):
         with self.assertRaisesRegex(ValueError, "starts with one of scores"):
             frontier.parse_setting("magic:threshold=1")
+
+    def test_flags_of_a_single_run_are_refused(self):
+        with flagsaver.flagsaver(**TINY, results=["x.jsonl"]):
+            FLAGS["policy_args"].parse("threshold=0.3")
+            try:
+                with self.assertRaisesRegex(app.UsageError, "--setting"):
+                    frontier.main(["frontier.py"])
+            finally:
+                FLAGS["policy_args"].unparse()
 
     def test_runs_resume_and_report_pairs_with_the_baseline(self):
         results = os.path.join(self.get_temp_dir(), "tiny.jsonl")
