@@ -105,7 +105,7 @@ class HooksTest(tf.test.TestCase):
         self.chain = graph.UnitChain(self.model)
         self.callback = keras_learndrop.LearnDrop(
             policy=keras_learndrop.LearnDropScores(
-                threshold=0.3, patience=2, warmup=1
+                threshold=0.3, patience=2, warmup=1, relative=False
             )
         )
         self.callback.set_model(self.model)

@@ -81,6 +81,9 @@ def _unit_zero_settles(at=6, epochs=EPOCHS):
     return observations
 
 
+# A unit learning at a steady rate still has more than a quarter of its
+# learning to come until epoch 8 of this cosine schedule.
+SAFE = 9
 MEASURING = (
     ("scores", lambda: policy.LearnDropScores(threshold=0.25, patience=2)),
     (
@@ -192,13 +195,13 @@ class MeasuringPoliciesTest(tf.test.TestCase, parameterized.TestCase):
         # step's change, has halved; the units learn as before.
         sizes = _run(make(), _schedule_decay_only())
 
-        self.assertEqual(sizes[: EPOCHS // 2 + 2], [0] * (EPOCHS // 2 + 2))
+        self.assertEqual(sizes[:SAFE], [0] * SAFE)
 
     @parameterized.named_parameters(*MEASURING)
     def test_first_epoch_spike_alone_freezes_nothing(self, make):
         sizes = _run(make(), _first_epoch_spike())
 
-        self.assertEqual(sizes[: EPOCHS // 2 + 2], [0] * (EPOCHS // 2 + 2))
+        self.assertEqual(sizes[:SAFE], [0] * SAFE)
 
     @parameterized.named_parameters(*MEASURING)
     def test_a_settled_unit_freezes_after_patience(self, make):
@@ -207,7 +210,7 @@ class MeasuringPoliciesTest(tf.test.TestCase, parameterized.TestCase):
         # Settled from evaluation 7 (epoch 6) on; patience 2; the units
         # still learning stay.
         self.assertEqual(sizes[6], 0)
-        self.assertEqual(sizes[7:11], [1] * 4)
+        self.assertEqual(sizes[7:10], [1] * 3)
 
     def test_scores_freeze_what_the_rest_of_the_run_cannot_move(self):
         # Near the end of the schedule little learning rate is left: a unit
@@ -257,9 +260,39 @@ class MeasuringPoliciesTest(tf.test.TestCase, parameterized.TestCase):
         _run(scores, [_observe(0, [0.2, 0.1, 0.2, 0.2], lr=0.1, remaining=0.5)])
 
         self.assertAllClose(scores.last_scores["rate"], [2.0, 1.0, 2.0, 2.0])
+        # To come: rate * 0.5; done: the change itself.
+        self.assertAllClose(
+            scores.last_scores["continuation"],
+            [1 / 1.2, 0.5 / 0.6, 1 / 1.2, 1 / 1.2],
+        )
+
+    def test_absolute_scores_measure_the_change_to_come(self):
+        scores = policy.LearnDropScores(warmup=0, relative=False)
+        _run(scores, [_observe(0, [0.2, 0.1, 0.2, 0.2], lr=0.1, remaining=0.5)])
+
         self.assertAllClose(
             scores.last_scores["continuation"], [1.0, 0.5, 1.0, 1.0]
         )
+
+    def test_a_unit_that_moved_less_is_not_frozen_earlier(self):
+        # Two units at the same steady rate of learning, one with weights
+        # that move ten times less: the same share is left to learn.
+        observations = [
+            _observe(
+                e,
+                [0.01 * o.change[0], o.change[0]],
+                lr=o.learning_rate,
+                remaining=o.remaining_learning_rate,
+            )
+            for e, o in enumerate(_schedule_decay_only())
+        ]
+        scores = policy.LearnDropScores()
+        scores.build(2)
+        for observation in observations[:8]:
+            scores.update(observation)
+
+        continuation = scores.last_scores["continuation"]
+        self.assertAllClose(continuation[0], continuation[1])
 
     def test_consistency_of_random_updates_is_about_one_over_root_s(self):
         rng = np.random.default_rng(0)
@@ -417,7 +450,12 @@ class ArgumentsTest(parameterized.TestCase):
          ValueError, r"`threshold` must be in \(0.0, 1.0\]. Received: "
          r"threshold=1.5"),
         ("threshold_zero", policy.LearnDropScores, dict(threshold=0),
-         ValueError, r"\(0.0, inf\]. Received: threshold=0"),
+         ValueError, r"\(0.0, 1.0\]. Received: threshold=0"),
+        ("threshold_absolute", policy.LearnDropScores,
+         dict(threshold=0, relative=False), ValueError,
+         r"\(0.0, inf\]. Received: threshold=0"),
+        ("relative_str", policy.LearnDropScores, dict(relative="yes"),
+         TypeError, "relative='yes'"),
         ("threshold_nan", policy.LearnDropScores, dict(threshold=NAN),
          ValueError, "threshold=nan"),
         ("threshold_str", policy.DirectionConsistency, dict(threshold="0.5"),
