@@ -13,8 +13,11 @@ CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
 FRONTIER=(--dataset=shared:cifar10 --image_size=32 --width=0.5
           --batch_size=128 --seeds=0,1 --tune_train=4000 --tune_val=2000
           --threads=1)
-SETTINGS=(--setting=scores --setting=scores:threshold=0.5
-          --setting=scores:threshold=1.0 --setting=consistency:threshold=0.5
+SETTINGS=(--setting=scores --setting=aggressive
+          --setting=scores:relative=False
+          --setting=scores:threshold=0.5,relative=False
+          --setting=scores:threshold=1.0,relative=False
+          --setting=consistency:threshold=0.5
           --setting=autofreeze --setting=freezeout --setting=freezeout:t0=0.5)
 RESULTS=benchmarks/results
 PRETRAINED=outputs/pretrain/resnet20_w0.5_classes0-4.weights.h5
