@@ -363,8 +363,9 @@ class LearnDropScores(_StreakPolicy):
 
     @classmethod
     def aggressive(cls, **kwargs):
-        """Returns the faster published setting: `threshold=AGGRESSIVE`.
+        """Returns the faster published setting, `threshold=0.5`.
 
+        A unit freezes once at most half of its learning is still to come.
         See the README's frontier for what it gained and cost.
 
         Args:
