@@ -249,37 +249,38 @@ def _sample_step(current, previous):
     """
     squared = tf.stack(
         [
-            tf.add_n(
-                [
-                    tf.reduce_sum(tf.square(tf.cast(w - b, tf.float64)))
-                    for w, b in zip(weights, before)
-                ]
-            )
+            _squared_norm(w - b for w, b in zip(weights, before))
             for weights, before in zip(current, previous)
         ]
     )
-    copies = [[tf.identity(w) for w in weights] for weights in current]
-    return squared, copies
+    return squared, _copies(current)
 
 
 @tf.function(autograph=False, reduce_retracing=True)
 def _measure_step(current, previous):
     """Returns `[||current - previous||^2, ||previous||^2]` per unit, and
     copies of `current`."""
-    rows = []
-    for weights, before in zip(current, previous):
-        diff = tf.add_n(
+    rows = [
+        tf.stack(
             [
-                tf.reduce_sum(tf.square(tf.cast(w - b, tf.float64)))
-                for w, b in zip(weights, before)
+                _squared_norm(w - b for w, b in zip(weights, before)),
+                _squared_norm(before),
             ]
         )
-        norm = tf.add_n(
-            [tf.reduce_sum(tf.square(tf.cast(b, tf.float64))) for b in before]
-        )
-        rows.append(tf.stack([diff, norm]))
-    copies = [[tf.identity(w) for w in weights] for weights in current]
-    return tf.stack(rows), copies
+        for weights, before in zip(current, previous)
+    ]
+    return tf.stack(rows), _copies(current)
+
+
+def _squared_norm(tensors):
+    """The squared L2 norm of several tensors together, in float64."""
+    return tf.add_n(
+        [tf.reduce_sum(tf.square(tf.cast(t, tf.float64))) for t in tensors]
+    )
+
+
+def _copies(weights_by_unit):
+    return [[tf.identity(w) for w in weights] for weights in weights_by_unit]
 
 
 class LearningRates:
