@@ -144,11 +144,16 @@ def tuning_split(data, tune_train, tune_val):
 OBSERVE = "observe"
 
 
+# Runner options a setting may change besides its policy ('@name=value').
+SETTING_OPTIONS = ("augmented_views",)
+
+
 def parse_setting(text):
-    """Splits 'policy:args' into the `TrainConfig` fields it sets.
+    """Splits 'policy:args@option=value' into the `TrainConfig` fields it sets.
 
     `observe` is a run that never freezes and records what the policies
-    observe, with 8 samples per epoch (for `simulate_policies.py`).
+    observe, with 8 samples per epoch (for `simulate_policies.py`). After
+    '@', a setting may change the runner options of `SETTING_OPTIONS`.
 
     Example:
 
@@ -156,7 +161,22 @@ def parse_setting(text):
     {'policy': 'freezeout', 'policy_args': 't0=0.5', 'schedule': ''}
     >>> parse_setting("fixed:4:3,5:5")
     {'policy': 'fixed', 'policy_args': '', 'schedule': '4:3,5:5'}
+    >>> parse_setting("scores@augmented_views=2")["augmented_views"]
+    2
     """
+    text, _, options = text.partition("@")
+    fields = _setting_policy(text)
+    for name, value in train.parse_policy_args(options).items():
+        if name not in SETTING_OPTIONS:
+            raise ValueError(
+                f"After '@', a setting changes one of "
+                f"{', '.join(SETTING_OPTIONS)}. Received: {name!r}"
+            )
+        fields[name] = value
+    return fields
+
+
+def _setting_policy(text):
     if text.strip() == OBSERVE:
         return {
             "policy": "fixed",

@@ -46,6 +46,19 @@ class FrontierTest(tf.test.TestCase):
     def test_bad_setting_is_refused_before_training(self):
         with self.assertRaisesRegex(ValueError, "starts with one of scores"):
             frontier.parse_setting("magic:threshold=1")
+        with self.assertRaisesRegex(ValueError, "augmented_views.*'epochs'"):
+            frontier.parse_setting("scores@epochs=3")
+
+    def test_setting_may_change_the_views_of_the_cache(self):
+        self.assertEqual(
+            frontier.parse_setting("scores:threshold=0.5@augmented_views=2"),
+            {
+                "policy": "scores",
+                "policy_args": "threshold=0.5",
+                "schedule": "",
+                "augmented_views": 2,
+            },
+        )
 
     def test_flags_of_a_single_run_are_refused(self):
         with flagsaver.flagsaver(**TINY, results=["x.jsonl"]):
