@@ -225,23 +225,32 @@ class StemCache:
         """Returns an iterator over the batches of sample indices of `epoch`.
 
         The order is a permutation drawn from `(seed, epoch)`, so it differs
-        between epochs and is the same in a rerun.
+        between epochs and is the same in a rerun. Each batch is a small
+        constant tensor (split over the local replicas of `strategy`, as
+        `fit` splits a global batch): an epoch starts and ends no input
+        pipeline, so nothing is built or torn down between epochs.
+
+        With several workers each holds its own cache, and the indices of a
+        step point into it: a worker's local replicas take their share of a
+        global batch from its own permutation.
         """
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(self.num_samples).astype(np.int32)
-        dataset = tf.data.Dataset.from_tensor_slices(order).batch(
-            self.batch_size
-        )
         replicas = strategy.num_replicas_in_sync
-        if replicas > 1 and replicas > len(strategy.extended.worker_devices):
-            # Several workers: the indices point into this worker's own
-            # cache, so each must replay all of them, not a shard.
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = (
-                tf.data.experimental.AutoShardPolicy.OFF
+        if replicas == 1:
+            for start in range(0, len(order), self.batch_size):
+                yield tf.constant(order[start : start + self.batch_size])
+            return
+        local = len(strategy.extended.worker_devices)
+        step = max(1, self.batch_size * local // replicas)
+        for start in range(0, len(order), step):
+            batch = order[start : start + step]
+            parts = np.array_split(batch, local)
+            yield strategy.experimental_distribute_values_from_function(
+                lambda context, parts=parts: tf.constant(
+                    parts[context.replica_id_in_sync_group % local]
+                )
             )
-            dataset = dataset.with_options(options)
-        return iter(strategy.experimental_distribute_dataset(dataset))
 
     def extend(self, run_units, batch_size):
         """Moves every view to a deeper cut.
