@@ -24,6 +24,7 @@ from keras_learndrop import resume
 from keras_learndrop import scoring
 from keras_learndrop import stem_cache
 from keras_learndrop import train_step
+from keras_learndrop import validation
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 from keras_learndrop.checks import check_bool
@@ -55,9 +56,13 @@ class LearnDrop(keras.callbacks.Callback):
     `callbacks` so that they see its `logs` keys: `ld_frozen_units`,
     `ld_frozen_layers`, `ld_epoch_mode` (0 full, 1 stem forward, 2 fill,
     3 replay), `ld_cache_bytes`, `ld_forward_flops`, `ld_flops_saved`
-    (fraction of the baseline's forward FLOPs saved so far), and per unit
-    `ld_change_<i>` and the policy's scores (`ld_continuation_<i>`, ...) at
-    evaluations.
+    (fraction of the baseline's forward FLOPs saved so far), and at
+    evaluations, per unit `i` still training, `ld_change/unit_<i>` and the
+    policy's scores (`ld_continuation/unit_<i>`, ...), with `i` zero-padded
+    so that they sort in unit order (TensorBoard shows one group per
+    figure). All of them reach `History`, `CSVLogger` and `TensorBoard`;
+    the progress bar of `fit` shows only `ld_epoch_mode`,
+    `ld_frozen_units` and `ld_flops_saved` (`report.PROGRESS_KEYS`).
 
     Args:
         policy: A `FreezePolicy` (`LearnDropScores`, `DirectionConsistency`,
@@ -72,8 +77,17 @@ class LearnDrop(keras.callbacks.Callback):
         cache_dtype: One of `"float32"`, `"float16"`, `"bfloat16"`: dtype of
             the cached features. Defaults to `"float32"`.
         memory_budget: Integer bytes (`0` never caches), or `None` for half
-            of the memory available when training starts. Defaults to
+            of the memory available when training starts: the features of
+            the training and the validation data together. Defaults to
             `None`.
+        cache_validation: Boolean. When `fit` validates, keep the frozen
+            stem's features of the validation data (the stem runs in
+            inference mode there, so they do not change) and validate the
+            head alone on them in later epochs. The `val_` figures equal
+            the whole model's (up to `cache_dtype`'s rounding). Where that
+            cannot be exact, the whole model validates, with a note in the
+            history. `evaluate` and `predict` outside `fit` always run the
+            whole model. Defaults to `True`.
         augmented_inputs: Boolean. Declare that the input pipeline draws
             random augmentations, so a cached view would be stale. Random
             layers in the stem (`RandomFlip`, `Dropout`, ...) are detected
@@ -141,6 +155,7 @@ class LearnDrop(keras.callbacks.Callback):
         cache="auto",
         cache_dtype="float32",
         memory_budget=None,
+        cache_validation=True,
         augmented_inputs=False,
         augmented_views=0,
         jit_compile="auto",
@@ -165,6 +180,7 @@ class LearnDrop(keras.callbacks.Callback):
         check_choice("cache_dtype", cache_dtype, stem_cache.CACHE_DTYPES)
         if memory_budget is not None:
             check_int("memory_budget", memory_budget, 0)
+        check_bool("cache_validation", cache_validation)
         check_bool("augmented_inputs", augmented_inputs)
         check_int("augmented_views", augmented_views, 0)
         if jit_compile != "auto":
@@ -194,6 +210,7 @@ class LearnDrop(keras.callbacks.Callback):
         self.cache = cache
         self.cache_dtype = cache_dtype
         self.memory_budget = memory_budget
+        self.cache_validation = cache_validation
         self.augmented_inputs = augmented_inputs
         self.augmented_views = augmented_views
         self.jit_compile = jit_compile
@@ -216,6 +233,13 @@ class LearnDrop(keras.callbacks.Callback):
         self._run_seed = None
         self._cache_note = None  # Why this fit does not cache, or None.
         self._cache = None
+        self._budget = None  # Bytes for both caches, once known.
+        self._validation = None  # `validation.ValidationFunction`.
+        self._val_cache = None
+        self._val_note = None  # Why validation is not cached, or None.
+        self._val_iterator = None  # Keras's iterator of the validation.
+        self._keras_test_function = None
+        self._val_mode = ""  # How this epoch validated (`EpochRecord`).
         self._jit = False
         self._tracker = None
         self._step = None
@@ -228,6 +252,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._rates = None  # `scoring.LearningRates` of the optimizer.
         self._sample_every = 0  # Steps between samples of the weights.
         self._scoring_seconds = 0.0  # Spent measuring in this epoch.
+        self._show_all_logs = lambda: None  # Ends the progress bar filter.
 
     # ---- the fit call -------------------------------------------------
 
@@ -239,6 +264,9 @@ class LearnDrop(keras.callbacks.Callback):
             # A fit that ended with an exception skipped `on_train_end`:
             # give the layers it froze back before reading their flags.
             stale.release()
+        if isinstance(model.test_function, validation.ValidationFunction):
+            model.test_function = None  # Keras makes its own again.
+        self._show_all_logs()
         self._reset()
         self._fit_iterator = keras_internals.fit_epoch_iterator(model)
         if not model.built and self._fit_iterator is not None:
@@ -277,10 +305,17 @@ class LearnDrop(keras.callbacks.Callback):
             epoch_iterator=self._fit_iterator,
         )
         self._function.step = self._step
+        self._validation = validation.ValidationFunction(
+            model, self._store_validation_batch
+        )
         if self._policy.samples_per_epoch > 1:
             self._function.on_step = self._sample
         self._rates = scoring.LearningRates(model.optimizer)
         keras_internals.install_train_function(model, self._function)
+        # Only a few of LearnDrop's keys on the progress line of this fit.
+        self._show_all_logs = keras_internals.filter_progress_logs(
+            model, report.hidden_from_progress
+        )
 
     def _start_afresh(self, model):
         self._chain = graph.UnitChain(model)
@@ -308,6 +343,7 @@ class LearnDrop(keras.callbacks.Callback):
             self._rates.start_interval()
         self._epoch_start = time.perf_counter()
         self._scoring_seconds = 0.0
+        self._val_mode = ""
         self._sample_every = _sample_interval(
             self._steps_per_epoch, self._policy.samples_per_epoch
         )
@@ -335,6 +371,7 @@ class LearnDrop(keras.callbacks.Callback):
             self._evaluate(epoch, logs)
         record = self.history.epochs[-1]
         record.scoring_seconds = self._scoring_seconds
+        record.validation_mode = self._val_mode
         record.forward_flops += self._extend_flops
         record.seconds = time.perf_counter() - self._epoch_start
         self._write_logs(logs, record)
@@ -350,9 +387,11 @@ class LearnDrop(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._skip_fit_input(False)
+        self._end_validation()
         if self._function is not None:
             self._function.release()
         keras_internals.install_train_function(self.model, None)
+        self._show_all_logs()
         if self._backup is not None:
             self._backup.clear()
         self._reset()
@@ -362,6 +401,158 @@ class LearnDrop(keras.callbacks.Callback):
             for layer in keras_internals.flatten_layers(self.model):
                 if id(layer) in self._trainable:
                     layer.trainable = self._trainable[id(layer)]
+
+    # ---- validation on cached features ---------------------------------
+
+    def on_test_begin(self, logs=None):
+        if self._validation is None:
+            return
+        iterator = keras_internals.fit_validation_iterator(self.model)
+        if iterator is None:
+            return  # A user's own `evaluate`: the whole model runs.
+        self._val_mode = "full"
+        stem = self._policy.stem_size
+        if stem == 0:
+            return
+        note = self._validation_refusal(iterator)
+        if note is not None:
+            if note not in self.history.notes:
+                self.history.note(note)
+            return
+        cache = self._val_cache
+        if cache is not None and cache.complete and cache.cut == stem:
+            mode = "replay"
+            keras_internals.pause_fit_input(iterator, True)
+        else:
+            mode = "fill"
+            self._val_cache = cache = validation.ValidationCache(
+                stem, self.cache_dtype, self.model.distribute_strategy
+            )
+        self._val_iterator = iterator
+        self._validation.begin(mode, self._step, cache)
+        self._keras_test_function = keras_internals.install_test_function(
+            self.model, self._validation
+        )
+        self._val_mode = mode
+
+    def on_test_end(self, logs=None):
+        function = self._validation
+        if function is None or not function.active:
+            return
+        self._end_validation()
+        cache = self._val_cache
+        if function.mode != "fill" or cache is None:
+            return
+        expected = [
+            n
+            for n in (
+                self._val_iterator.num_batches,
+                keras_internals.data_batches(self._val_iterator),
+            )
+            if n
+        ]
+        cache.complete = function.exhausted or (
+            bool(expected) and function.steps >= min(expected)
+        )
+        if not cache.complete:
+            self._val_cache = None
+
+    def _end_validation(self):
+        function = self._validation
+        if function is None or not function.active:
+            return
+        function.end()
+        if self.model.test_function is function:
+            keras_internals.install_test_function(
+                self.model, self._keras_test_function
+            )
+        self._keras_test_function = None
+        keras_internals.pause_fit_input(self._val_iterator, False)
+
+    def _validation_refusal(self, iterator):
+        """Returns why this validation cannot run on cached features."""
+        if self._val_note is not None:
+            return self._val_note
+        if not self.cache_validation:
+            return "cache_validation=False: the whole model validates"
+        if self.cache == "off":
+            return "cache='off': the whole model validates"
+        stem_layers = self._chain.layers_of(0, self._policy.stem_size)
+        regularized = [
+            layer.name
+            for layer in stem_layers
+            if getattr(layer, "activity_regularizer", None) is not None
+        ]
+        if regularized:
+            return (
+                f"the frozen layers {regularized} add activity "
+                "regularization to the validation loss, which the cached "
+                "features would leave out; the whole model validates"
+            )
+        custom = [
+            layer.name
+            for layer in stem_cache.stochastic_layers(stem_layers)
+            if not type(layer).__module__.startswith("keras.")
+        ]
+        if custom:
+            return (
+                f"the frozen layers {custom} draw random numbers and may "
+                "do so in inference too, so cached validation features "
+                "could differ from the model's; the whole model validates"
+            )
+        steps = iterator.steps_per_epoch
+        batches = keras_internals.data_batches(iterator)
+        if (
+            steps
+            and steps != batches
+            and not keras_internals.repeats_leading_batches(iterator)
+        ):
+            return (
+                f"validation_steps={steps} does not cover the validation "
+                f"dataset exactly once (it has {batches or 'unknown'} "
+                "batches), so each validation may see other samples; the "
+                "whole model validates. Pass validation data of known "
+                "length without `validation_steps` to cache it"
+            )
+        return None
+
+    def _store_validation_batch(self, features, y, sample_weight):
+        """Adds a batch to the validation cache; False stops storing."""
+        cache = self._val_cache
+        try:
+            cache.add(features, y, sample_weight)
+        except tf.errors.ResourceExhaustedError:
+            self._refuse_validation_cache(
+                "the device ran out of memory for the cached validation "
+                "features; the whole model validates"
+            )
+            return False
+        used = cache.nbytes + (self._cache.nbytes if self._cache else 0)
+        if used > self._memory_budget():
+            self._refuse_validation_cache(
+                f"the cached training and validation features need more "
+                f"than the budget of {self._memory_budget() / 2**20:.1f} "
+                "MiB; the whole model validates. Raise `memory_budget` or "
+                "lower `cache_dtype` to cache them"
+            )
+            return False
+        return True
+
+    def _refuse_validation_cache(self, reason):
+        self._val_note = reason
+        self._val_cache = None
+        self.history.note(reason)
+        warnings.warn(f"LearnDrop: {reason}.", stacklevel=2)
+
+    def _memory_budget(self):
+        """Bytes the cached features may take (resolved once per fit)."""
+        if self._budget is None:
+            self._budget = (
+                stem_cache.default_memory_budget()
+                if self.memory_budget is None
+                else self.memory_budget
+            )
+        return self._budget
 
     # ---- crash and resume ------------------------------------------------
 
@@ -511,11 +702,7 @@ class LearnDrop(keras.callbacks.Callback):
         if self._cache is None:
             self._cache = stem_cache.StemCache(
                 self.cache_dtype,
-                (
-                    stem_cache.default_memory_budget()
-                    if self.memory_budget is None
-                    else self.memory_budget
-                ),
+                self._memory_budget(),
                 stem_cache.default_device(),
             )
         try:
@@ -609,9 +796,11 @@ class LearnDrop(keras.callbacks.Callback):
             )
         )
         for i in range(stem, len(change)):
-            logs[f"ld_change_{i}"] = float(change[i])
+            logs[report.unit_log_key("change", i, len(change))] = float(
+                change[i]
+            )
             for name, values in scores.items():
-                logs[f"ld_{name}_{i}"] = values[i]
+                logs[report.unit_log_key(name, i, len(change))] = values[i]
         self._scoring_seconds += time.perf_counter() - start
         if new_stem > stem:
             for index in range(stem, new_stem):
@@ -635,6 +824,7 @@ class LearnDrop(keras.callbacks.Callback):
     def _grow(self, old_stem, new_stem):
         self._freeze(new_stem)
         self._check_stochastic_stem()
+        self._grow_validation_cache(old_stem, new_stem)
         if self._cache is not None and self._cache.views:
             self._cache.discard_pending()
             chain = self._chain
@@ -659,6 +849,27 @@ class LearnDrop(keras.callbacks.Callback):
             )
         elif self._cache is not None:
             self._cache = None
+
+    def _grow_validation_cache(self, old_stem, new_stem):
+        cache = self._val_cache
+        if cache is None or not cache.complete or cache.cut != old_stem:
+            self._val_cache = None
+            return
+        chain = self._chain
+
+        def run_new_units(features):
+            features = tf.cast(features, chain.cut_tensor(old_stem).dtype)
+            return chain.forward(features, old_stem, new_stem, False)
+
+        cache.extend(run_new_units, new_stem)
+        used = cache.nbytes + (self._cache.nbytes if self._cache else 0)
+        if used > self._memory_budget():
+            self._refuse_validation_cache(
+                f"the cached features at the new cut need more than the "
+                f"budget of {self._memory_budget() / 2**20:.1f} MiB; the "
+                "whole model validates. Raise `memory_budget` or lower "
+                "`cache_dtype` to cache them"
+            )
 
     def _freeze(self, stem):
         for layer in self._chain.layers_of(0, stem):

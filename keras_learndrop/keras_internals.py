@@ -33,6 +33,30 @@ The `fit` call:
   `on_train_begin` and then `model.train_function(iterator)` once per step,
   so a function set in `on_train_begin` serves the whole `fit`. The
   attribute is public, this order of calls is not documented.
+- `fit_validation_iterator`: the `EpochIterator` of the validation inside
+  `fit`: `fit` runs it through `evaluate(..., _use_cached_eval_dataset=True)`
+  on `Model._eval_epoch_iterator`, and calls the callbacks' `on_test_begin`
+  there as a user's own `evaluate(callbacks=...)` would. Only this tells
+  the validation of `fit` (which LearnDrop may serve from cached features)
+  from any other evaluation (which always runs the whole model).
+- `install_test_function`: `evaluate` calls `make_test_function()` before
+  `on_test_begin` and then `model.test_function(iterator)` once per step,
+  so a function set in `on_test_begin` serves that evaluation.
+- `repeats_leading_batches`: whether the data adapter is Keras's array
+  adapter, which (unshuffled, as validation is) yields the same leading
+  batches in every pass, so `validation_steps` that stop early still see
+  the same samples each time.
+- `fit_callbacks`: the local `callbacks` of the TensorFlow trainer's `fit`
+  (the `CallbackList` it built around the user's callbacks, with the
+  `History` and `ProgbarLogger` it added), read off the call stack. A
+  callback is handed only the model and `params`, never its fellow
+  callbacks.
+- `filter_progress_logs`: `CallbackList.callbacks`, and the
+  `ProgbarLogger` printing its epoch's line from the `logs` it gets in
+  `on_epoch_end`. All callbacks share one `logs` dict, and Keras has no
+  per-callback view of it, so the only way to keep LearnDrop's detailed
+  keys off the progress line (and in `History`, `CSVLogger` and
+  `TensorBoard`) is to hand that logger a filtered copy.
 
 The layer graph:
 
@@ -72,6 +96,7 @@ import inspect
 
 from keras.src.backend.tensorflow import trainer as _tf_trainer
 from keras.src.losses import loss as _loss_module
+from keras.src.trainers.data_adapters import array_data_adapter as _arrays
 
 from keras_learndrop.backend import keras
 
@@ -88,14 +113,37 @@ def fit_epoch_iterator(model):
         The iterator, or `None` outside a `fit` of `model` (or if Keras
         renamed the local).
     """
+    return _fit_local(model, "epoch_iterator")
+
+
+def fit_callbacks(model):
+    """Returns the `CallbackList` of the innermost running `model.fit`.
+
+    Args:
+        model: The `keras.Model` whose `fit` is running.
+
+    Returns:
+        The `keras.callbacks.CallbackList` that `fit` calls (the user's
+        callbacks, then the `History` and `ProgbarLogger` that `fit` adds),
+        or `None` outside a `fit` of `model` (or if Keras renamed the
+        local).
+    """
+    callbacks = _fit_local(model, "callbacks")
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return callbacks
+    return None
+
+
+def _fit_local(model, name):
+    """Returns the local `name` of the innermost running `model.fit`."""
     frame = inspect.currentframe()
     while frame is not None:
         if (
             frame.f_code.co_name == "fit"
             and frame.f_locals.get("self") is model
-            and "epoch_iterator" in frame.f_locals
+            and name in frame.f_locals
         ):
-            return frame.f_locals["epoch_iterator"]
+            return frame.f_locals[name]
         frame = frame.f_back
     return None
 
@@ -132,6 +180,113 @@ def install_train_function(model, function):
     Called from `on_train_begin`. `None` lets Keras build its own again.
     """
     model.train_function = function
+
+
+def filter_progress_logs(model, hide):
+    """Keeps keys off the epoch line of the running fit's progress bar.
+
+    Each `keras.callbacks.ProgbarLogger` of the running `model.fit` (see
+    `fit_callbacks`) gets, in `on_epoch_end`, a copy of the epoch's `logs`
+    without the keys for which `hide(key)` is true; every other callback
+    sees the whole `logs`. The validation line (`on_test_end`) is left
+    alone. A wrapper set on each logger instance does it, and only while
+    that `fit` lasts: a fit that ends with an exception skips
+    `on_train_end`, and a logger the user passes again to a later `fit`
+    then prints every key (the wrapper removes itself on its first call).
+
+    Args:
+        model: The `keras.Model` whose `fit` is running.
+        hide: Function from a `logs` key to a boolean.
+
+    Returns:
+        A function without arguments that gives each logger its own
+        `on_epoch_end` back; call it in `on_train_end`. Outside a `fit` of
+        `model` nothing is filtered and the function does nothing.
+    """
+    callbacks = fit_callbacks(model)
+    loggers = [] if callbacks is None else callbacks.callbacks
+    restores = [
+        _filter_epoch_end(logger, model, callbacks, hide)
+        for logger in loggers
+        if isinstance(logger, keras.callbacks.ProgbarLogger)
+    ]
+
+    def restore_all():
+        for restore in restores:
+            restore()
+
+    return restore_all
+
+
+def _filter_epoch_end(logger, model, callbacks, hide):
+    """Wraps `logger.on_epoch_end`; returns the function that unwraps it."""
+    stale = getattr(vars(logger).get("on_epoch_end"), "learndrop_restore", None)
+    if stale is not None:  # Left by a fit that ended with an exception.
+        stale()
+    own = vars(logger).get("on_epoch_end")  # None: the class's method.
+    show = logger.on_epoch_end
+
+    def on_epoch_end(epoch, logs=None):
+        if fit_callbacks(model) is not callbacks:
+            restore()
+        elif logs is not None:
+            logs = {key: v for key, v in logs.items() if not hide(key)}
+        return show(epoch, logs)
+
+    def restore():
+        if vars(logger).get("on_epoch_end") is on_epoch_end:
+            if own is None:
+                del logger.on_epoch_end
+            else:
+                logger.on_epoch_end = own
+
+    on_epoch_end.learndrop_restore = restore
+    logger.on_epoch_end = on_epoch_end
+    return restore
+
+
+def fit_validation_iterator(model):
+    """Returns the `EpochIterator` of the validation that `fit` is running.
+
+    Args:
+        model: The `keras.Model` whose `fit` validates.
+
+    Returns:
+        The iterator of the running `evaluate` when `fit` called it to
+        validate, else `None` (no evaluation, or one of the user's own).
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        if (
+            frame.f_code.co_name == "evaluate"
+            and frame.f_locals.get("self") is model
+            and "epoch_iterator" in frame.f_locals
+        ):
+            if frame.f_locals.get("use_cached_eval_dataset"):
+                return frame.f_locals["epoch_iterator"]
+            return None
+        frame = frame.f_back
+    return None
+
+
+def install_test_function(model, function):
+    """Makes `function(iterator)` the per-step function of an evaluation.
+
+    Called from `on_test_begin`; returns the function it replaces, which
+    `on_test_end` puts back.
+    """
+    previous = model.test_function
+    model.test_function = function
+    return previous
+
+
+def repeats_leading_batches(epoch_iterator):
+    """Whether every pass of `epoch_iterator` starts with the same batches.
+
+    True for NumPy arrays and tensors (Keras's array adapter, unshuffled in
+    evaluation); a `tf.data.Dataset` or generator may differ between passes.
+    """
+    return isinstance(epoch_iterator.data_adapter, _arrays.ArrayDataAdapter)
 
 
 # ---- the layer graph ----------------------------------------------------

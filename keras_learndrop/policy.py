@@ -116,7 +116,7 @@ class FreezePolicy:
         stem_size: Integer. Units frozen so far.
         evaluations: Integer. Evaluations seen since the last `reset`.
         last_scores: Dict of the named per-unit scores of the last
-            `propose` (reported by LearnDrop as `ld_<name>_<unit>`).
+            `propose` (reported by LearnDrop as `ld_<name>/unit_<i>`).
     """
 
     samples_per_epoch = 1

@@ -3,7 +3,9 @@
 `LearnDropHistory` is filled by the callback and read by users, the example
 runners and the benchmarks. Everything in it is plain Python data, so
 `to_dict()` is JSON-ready and `from_dict()` restores it after a crash.
-`print_line` shows a line to the person running `fit`.
+`print_line` shows a line to the person running `fit`. The `logs` keys
+LearnDrop writes are named here: `unit_log_key` for the per-unit figures,
+`PROGRESS_KEYS` for the few the progress bar shows.
 """
 
 import dataclasses
@@ -15,6 +17,35 @@ from absl import logging
 from keras_learndrop.backend import keras
 
 MODE_CODES = {"full": 0, "stem_forward": 1, "fill": 2, "replay": 3}
+
+# The `logs` keys of LearnDrop on the epoch's progress line; its other
+# `ld_` keys go only to `History`, `CSVLogger` and `TensorBoard`.
+PROGRESS_KEYS = ("ld_epoch_mode", "ld_frozen_units", "ld_flops_saved")
+
+
+def hidden_from_progress(key):
+    """Whether `key` is one of LearnDrop's `logs` keys kept off the bar."""
+    return key.startswith("ld_") and key not in PROGRESS_KEYS
+
+
+def unit_log_key(name, unit, num_units):
+    """Returns the `logs` key of a per-unit figure: `ld_<name>/unit_<i>`.
+
+    The unit index is zero-padded to the width of the largest index, so
+    that CSV columns and TensorBoard tags sort in unit order, and the
+    `/` makes TensorBoard (which tags epoch logs `epoch_<key>` and groups
+    tags by the part before the first `/`) show one group per figure.
+
+    Args:
+        name: String. The figure (`"change"`, or a policy's score name).
+        unit: Integer. The unit's index in the chain.
+        num_units: Integer. The number of units of the chain.
+
+    Returns:
+        A string such as `"ld_change/unit_07"` for unit 7 of 12.
+    """
+    width = len(str(max(num_units - 1, 0)))
+    return f"ld_{name}/unit_{unit:0{width}d}"
 
 
 @dataclasses.dataclass
@@ -30,6 +61,10 @@ class EpochRecord:
     cache_bytes: int
     seconds: float
     scoring_seconds: float = 0.0
+    # How `fit` validated after this epoch: "" (it did not), "full" (the
+    # whole model), "fill" (the whole model, caching the stem's features)
+    # or "replay" (the head alone on cached features).
+    validation_mode: str = ""
 
 
 @dataclasses.dataclass

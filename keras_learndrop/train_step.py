@@ -72,6 +72,10 @@ class HeadStep:
         self.full_step = tf.function(self._distributed_full, **options)
         self.stem_step = tf.function(self._distributed_stem, **options)
         self.replay_step = tf.function(self._distributed_replay, **options)
+        self.eval_stem_step = tf.function(self._distributed_eval, **options)
+        self.eval_replay_step = tf.function(
+            self._distributed_eval_replay, **options
+        )
 
     def disable_jit(self):
         """Rebuilds the steps without XLA (after a failed compilation)."""
@@ -102,6 +106,42 @@ class HeadStep:
         gradients = tape.gradient(loss, variables)
         model.optimizer.apply_gradients(zip(gradients, variables))
         return model.compute_metrics(None, y, y_pred, sample_weight)
+
+    def evaluate_head(self, features, y, sample_weight):
+        """Validates the head on one batch of stem features; returns logs.
+
+        Mirrors `keras.Model.test_step` of the TensorFlow backend.
+        """
+        model = self.model
+        keras_internals.clear_losses(model)
+        features = tf.cast(features, self.feature_dtype)
+        y_pred = self.chain.forward(
+            features, self.cut, len(self.chain), training=False
+        )
+        loss = _compute_loss(model, y, y_pred, sample_weight, training=False)
+        keras_internals.loss_tracker(model).update_state(
+            keras_internals.unscale_loss_for_distribution(loss),
+            sample_weight=tf.shape(features)[0],
+        )
+        return model.compute_metrics(None, y, y_pred, sample_weight)
+
+    def _eval_on_replica(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = tf.cast(x, self.chain.input.dtype)
+        features = self.chain.forward(x, 0, self.cut, training=False)
+        logs = self.evaluate_head(features, y, sample_weight)
+        return logs, (features, y, sample_weight)
+
+    def _distributed_eval(self, data):
+        logs, stored = self._strategy.run(self._eval_on_replica, (data,))
+        logs = keras_internals.reduce_per_replica(logs, self._strategy)
+        return logs, stored
+
+    def _distributed_eval_replay(self, features, y, sample_weight):
+        logs = self._strategy.run(
+            self.evaluate_head, args=(features, y, sample_weight)
+        )
+        return keras_internals.reduce_per_replica(logs, self._strategy)
 
     def _stem_on_replica(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -134,14 +174,14 @@ class HeadStep:
         return keras_internals.reduce_per_replica(logs, self._strategy)
 
 
-def _compute_loss(model, y, y_pred, sample_weight):
-    """Calls `model.compute_loss` in training, as Keras's `train_step` does.
+def _compute_loss(model, y, y_pred, sample_weight, training=True):
+    """Calls `model.compute_loss` as Keras's `train_step`/`test_step` do.
 
     `training` is passed only where an override of `compute_loss` takes it.
     """
     kwargs = {}
     if "training" in inspect.signature(model.compute_loss).parameters:
-        kwargs["training"] = True
+        kwargs["training"] = training
     return model.compute_loss(None, y, y_pred, sample_weight, **kwargs)
 
 
@@ -273,24 +313,31 @@ class TrainFunction:
         return logs
 
     def _call(self, name, *args):
-        try:
-            return getattr(self.step, name)(*args)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-            if not self.step.jit_compile:
-                raise
-            # XLA could not compile this step (an op without an XLA kernel,
-            # say); the same step runs without it.
-            warnings.warn(
-                "XLA compilation of the LearnDrop training step failed; "
-                "continuing without XLA. Pass `jit_compile=False` to skip "
-                "the attempt.",
-                stacklevel=2,
-            )
-            self.step.disable_jit()
-            return getattr(self.step, name)(*args)
+        return call_step(self.step, name, *args)
 
     def _count(self, batch):
         strategy = self.model.distribute_strategy
         for part in strategy.experimental_local_results(batch):
             self.samples += int(part.shape[0])
         self.steps += 1
+
+
+def call_step(step, name, *args):
+    """Calls the step function `name` of the `HeadStep` `step`.
+
+    Where XLA cannot compile the step (an op without an XLA kernel, say),
+    warns once and runs the same step without it.
+    """
+    try:
+        return getattr(step, name)(*args)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        if not step.jit_compile:
+            raise
+        warnings.warn(
+            "XLA compilation of the LearnDrop training step failed; "
+            "continuing without XLA. Pass `jit_compile=False` to skip "
+            "the attempt.",
+            stacklevel=2,
+        )
+        step.disable_jit()
+        return getattr(step, name)(*args)

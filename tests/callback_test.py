@@ -1,5 +1,9 @@
 """Tests of the LearnDrop callback: hooks, end-to-end fit, replay, reports."""
 
+import contextlib
+import csv
+import glob
+import io
 import os
 
 import numpy as np
@@ -7,6 +11,7 @@ from absl.testing import parameterized
 
 import keras_learndrop
 from keras_learndrop import graph
+from keras_learndrop import report
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 from tests import tiny_models
@@ -143,11 +148,15 @@ class HooksTest(tf.test.TestCase):
             stems.append(logs["ld_frozen_units"])
             self.assertAllClose(
                 [
-                    logs[f"ld_change_{i}"]
+                    logs[f"ld_change/unit_{i}"]
                     for i in range(4)
-                    if i >= 0 and f"ld_change_{i}" in logs
+                    if i >= 0 and f"ld_change/unit_{i}" in logs
                 ],
-                [f for i, f in enumerate(factors) if f"ld_change_{i}" in logs],
+                [
+                    f
+                    for i, f in enumerate(factors)
+                    if f"ld_change/unit_{i}" in logs
+                ],
                 rtol=1e-5,
             )
         # Warm-up is evaluation 1; patience 2 -> unit 0 after evaluation 4,
@@ -170,9 +179,9 @@ class HooksTest(tf.test.TestCase):
         logs = {}
         cb.on_epoch_begin(1)
         cb.on_epoch_end(1, logs)
-        self.assertNotIn("ld_change_0", logs)
-        self.assertNotIn("ld_change_1", logs)
-        self.assertIn("ld_change_2", logs)
+        self.assertNotIn("ld_change/unit_0", logs)
+        self.assertNotIn("ld_change/unit_1", logs)
+        self.assertIn("ld_change/unit_2", logs)
 
 
 class ObservationTest(parameterized.TestCase, tf.test.TestCase):
@@ -290,7 +299,7 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
             "ld_cache_bytes",
             "ld_forward_flops",
             "ld_flops_saved",
-            "ld_change_2",
+            "ld_change/unit_2",
             "val_loss",
         ):
             self.assertIn(key, history.history)
@@ -640,6 +649,149 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         before = model.get_layer("conv1").kernel.numpy()
         model.fit(self.x, self.y, epochs=1, verbose=0)
         self.assertNotAllClose(before, model.get_layer("conv1").kernel.numpy())
+
+
+class AddLogs(keras.callbacks.Callback):
+    """Writes `keys` (with the value 1) into every epoch's `logs`."""
+
+    def __init__(self, *keys):
+        super().__init__()
+        self.keys = keys
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs.update(dict.fromkeys(self.keys, 1))
+
+
+class Fail(keras.callbacks.Callback):
+    """Raises in `on_epoch_begin` of `epoch`, as a crashing `fit` does."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("stopped by the test")
+
+
+class ProgressLineTest(tf.test.TestCase):
+    """What the progress bar of `fit` shows, and what the loggers get."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+        self.x, self.y = tiny_models.data(48)
+        self.model = tiny_models.compile_model(tiny_models.conv_net())
+
+    def _fit(self, callbacks, epochs=2, **kwargs):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            history = self.model.fit(
+                self.x,
+                self.y,
+                epochs=epochs,
+                batch_size=8,
+                callbacks=callbacks,
+                verbose=2,
+                **kwargs,
+            )
+        return out.getvalue(), history
+
+    def test_progress_line_shows_few_keys_and_loggers_get_all(self):
+        csv_path = os.path.join(self.get_temp_dir(), "log.csv")
+        board_dir = os.path.join(self.get_temp_dir(), "board")
+        callback = keras_learndrop.LearnDrop()  # Scores: rate, continuation.
+
+        out, history = self._fit(
+            [
+                callback,
+                keras.callbacks.CSVLogger(csv_path),
+                keras.callbacks.TensorBoard(board_dir),
+            ],
+            validation_data=(self.x[:16], self.y[:16]),
+        )
+
+        for key in (*report.PROGRESS_KEYS, "loss", "val_loss"):
+            self.assertIn(f"{key}: ", out)
+        for key in ("ld_change", "ld_rate", "ld_cache", "ld_frozen_layers"):
+            self.assertNotIn(key, out)
+        per_unit = [
+            f"ld_{name}/unit_{i}"
+            for name in ("change", "rate", "continuation")
+            for i in range(4)
+        ]
+        with open(csv_path) as file:
+            columns = next(csv.reader(file))
+        for keys in (
+            history.history,
+            columns,
+            _tensorboard_epoch_tags(os.path.join(board_dir, "train")),
+        ):
+            self.assertContainsSubset(
+                {
+                    *per_unit,
+                    "ld_cache_bytes",
+                    "ld_frozen_layers",
+                    *report.PROGRESS_KEYS,
+                },
+                {key.removeprefix("epoch_") for key in keys},
+            )
+
+    def test_user_progbar_logger_is_given_back(self):
+        logger = keras.callbacks.ProgbarLogger()
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
+
+        out, history = self._fit([callback, logger])
+
+        self.assertIn("ld_frozen_units: ", out)
+        self.assertNotIn("ld_change", out)
+        self.assertIn("ld_change/unit_2", history.history)
+        self.assertNotIn("on_epoch_end", vars(logger))
+        # A later fit without LearnDrop prints every key.
+        out, _ = self._fit([AddLogs("ld_cache_bytes"), logger], epochs=1)
+        self.assertIn("ld_cache_bytes: ", out)
+
+    def test_a_failed_fit_leaves_no_filter_behind(self):
+        logger = keras.callbacks.ProgbarLogger()
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2})
+        )
+        with self.assertRaisesRegex(RuntimeError, "stopped by the test"):
+            # `on_train_end` is skipped.
+            self._fit([callback, Fail(1), logger])
+
+        out, _ = self._fit([AddLogs("ld_cache_bytes"), logger], epochs=1)
+
+        self.assertIn("ld_cache_bytes: ", out)
+        self.assertNotIn("on_epoch_end", vars(logger))
+        # The same LearnDrop filters again in its next fit.
+        out, _ = self._fit([callback, logger], epochs=1)
+        self.assertIn("ld_frozen_units: ", out)
+        self.assertNotIn("ld_change", out)
+
+    def test_hooks_driven_by_hand_write_every_key(self):
+        # No fit to find: nothing is filtered, nothing breaks.
+        callback = keras_learndrop.LearnDrop()
+        callback.set_model(self.model)
+        callback.set_params({"epochs": 2, "steps": 1})
+        callback.on_train_begin()
+        callback.on_epoch_begin(0)
+        logs = {}
+        callback.on_epoch_end(0, logs)
+        callback.on_train_end()
+        self.assertIn("ld_change/unit_0", logs)
+        self.assertIn("ld_cache_bytes", logs)
+
+
+def _tensorboard_epoch_tags(log_dir):
+    """Returns the tags of the summaries in the event files of `log_dir`."""
+    tags = set()
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
 
 
 if __name__ == "__main__":

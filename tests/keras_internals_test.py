@@ -43,6 +43,17 @@ class OnTrainBegin(keras.callbacks.Callback):
         self.function(self)
 
 
+class OnEpochEnd(keras.callbacks.Callback):
+    """Calls `function(logs)` in `on_epoch_end`."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.function(logs)
+
+
 class FitCallTest(tf.test.TestCase, parameterized.TestCase):
     def setUp(self):
         super().setUp()
@@ -176,6 +187,162 @@ class FitCallTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertIsNotNone(seen["keras_function"])
         self.assertLen(calls, 2 * 5)
+
+    def test_fit_validation_iterator(self):
+        model = _dense_model()
+        seen = []
+        x, y = _data(40)
+
+        class Look(keras.callbacks.Callback):
+            def on_test_begin(self, logs=None):
+                seen.append(keras_internals.fit_validation_iterator(model))
+
+            def on_epoch_end(self, epoch, logs=None):
+                # A user's own evaluation inside fit is not fit's.
+                model.evaluate(x, y, verbose=0, callbacks=[self])
+
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=1,
+            validation_data=(x[:16], y[:16]),
+            callbacks=[Look()],
+            verbose=0,
+        )
+        self.assertLen(seen, 2)
+        self.assertIsNotNone(seen[0])
+        self.assertEqual(seen[0].num_batches, 2)  # 16 samples in 8s
+        self.assertIsNone(seen[1])
+        self.assertIsNone(keras_internals.fit_validation_iterator(model))
+
+    def test_install_test_function(self):
+        model = _dense_model()
+        calls = []
+        x, y = _data(40)
+
+        class Install(keras.callbacks.Callback):
+            def on_test_begin(self, logs=None):
+                self.previous = keras_internals.install_test_function(
+                    model, self.counting
+                )
+
+            def counting(self, iterator):
+                calls.append(1)
+                return self.previous(iterator)
+
+            def on_test_end(self, logs=None):
+                keras_internals.install_test_function(model, self.previous)
+
+        install = Install()
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            validation_data=(x[:16], y[:16]),
+            callbacks=[install],
+            verbose=0,
+        )
+        self.assertLen(calls, 2 * 2)
+        self.assertIs(model.test_function, install.previous)
+
+    @parameterized.named_parameters(
+        ("arrays", False, True), ("dataset", True, False)
+    )
+    def test_repeats_leading_batches(self, as_dataset, repeats):
+        x, y = _data(40)
+        data = (x, y)
+        if as_dataset:
+            data = tf.data.Dataset.from_tensor_slices(data).batch(8)
+        seen = {}
+
+        class Look(keras.callbacks.Callback):
+            def on_test_begin(self, logs=None):
+                iterator = keras_internals.fit_validation_iterator(model)
+                seen["repeats"] = keras_internals.repeats_leading_batches(
+                    iterator
+                )
+
+        model = _dense_model()
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=1,
+            validation_data=data,
+            validation_steps=2,
+            callbacks=[Look()],
+            verbose=0,
+        )
+        self.assertEqual(seen["repeats"], repeats)
+
+    def test_fit_callbacks(self):
+        model = _dense_model()
+        seen = {}
+
+        def look(callback):
+            seen["callbacks"] = keras_internals.fit_callbacks(model)
+            seen["callback"] = callback
+
+        x, y = _data(40)
+        model.fit(x, y, batch_size=8, callbacks=[OnTrainBegin(look)], verbose=1)
+
+        callbacks = seen["callbacks"]
+        self.assertIsInstance(callbacks, keras.callbacks.CallbackList)
+        # The user's callbacks, then those that `fit` adds.
+        self.assertIs(callbacks.callbacks[0], seen["callback"])
+        self.assertIsInstance(callbacks.callbacks[1], keras.callbacks.History)
+        self.assertIsInstance(
+            callbacks.callbacks[2], keras.callbacks.ProgbarLogger
+        )
+        self.assertIsNone(keras_internals.fit_callbacks(model))
+
+    def test_filter_progress_logs(self):
+        model = _dense_model()
+
+        class Recorder(keras.callbacks.ProgbarLogger):
+            def __init__(self):
+                super().__init__()
+                self.keys = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.keys.append(sorted(logs))
+
+        class Filter(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.restore = keras_internals.filter_progress_logs(
+                    model, lambda key: key.startswith("hidden")
+                )
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs.update(hidden=1, shown=2)
+
+            def on_train_end(self, logs=None):
+                self.restore()
+
+        logger = Recorder()
+        seen = []
+        after = OnEpochEnd(lambda logs: seen.append(sorted(logs)))
+
+        x, y = _data(40)
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=2,
+            callbacks=[Filter(), logger, after],
+            verbose=0,
+        )
+
+        # The logger alone gets a copy without the hidden key.
+        self.assertEqual(logger.keys, [["loss", "shown"]] * 2)
+        self.assertEqual(seen, [["hidden", "loss", "shown"]] * 2)
+        # Its own method is back: the class's.
+        self.assertNotIn("on_epoch_end", vars(logger))
+        # Outside a fit there is nothing to filter.
+        keras_internals.filter_progress_logs(model, lambda key: True)()
+        self.assertNotIn("on_epoch_end", vars(logger))
 
 
 def _functional_with_ops():

@@ -1,6 +1,8 @@
-"""Tests of LearnDropHistory: totals, JSON round trip, summary."""
+"""Tests of LearnDropHistory (totals, JSON, summary) and the logs keys."""
 
 import json
+
+from absl.testing import parameterized
 
 from keras_learndrop import report
 from keras_learndrop.backend import tf
@@ -57,6 +59,43 @@ class LearnDropHistoryTest(tf.test.TestCase):
         self.assertEqual(lines[3].split()[-1], "-")
         self.assertIn("epoch modes: full fill replay", lines[4])
         self.assertIn("26.7 % saved", lines[5])
+
+
+class LogKeysTest(parameterized.TestCase, tf.test.TestCase):
+    @parameterized.named_parameters(
+        ("one_unit", "change", 0, 1, "ld_change/unit_0"),
+        ("ten_units", "rate", 9, 10, "ld_rate/unit_9"),
+        ("eleven_units", "rate", 3, 11, "ld_rate/unit_03"),
+        ("many_units", "continuation", 7, 120, "ld_continuation/unit_007"),
+    )
+    def test_unit_log_key(self, name, unit, num_units, expected):
+        self.assertEqual(report.unit_log_key(name, unit, num_units), expected)
+
+    def test_unit_log_keys_sort_in_unit_order(self):
+        keys = [report.unit_log_key("change", i, 12) for i in range(12)]
+
+        self.assertEqual(sorted(keys), keys)
+        # TensorBoard tags: `epoch_<key>`, grouped by the part before `/`.
+        for key in keys:
+            self.assertRegex(f"epoch_{key}", r"^epoch_ld_change/[\w.-]+$")
+
+    def test_progress_keys(self):
+        hidden = [
+            key
+            for key in (
+                *report.PROGRESS_KEYS,
+                "ld_cache_bytes",
+                "ld_change/unit_0",
+                "loss",
+                "val_loss",
+            )
+            if report.hidden_from_progress(key)
+        ]
+        self.assertEqual(
+            set(report.PROGRESS_KEYS),
+            {"ld_epoch_mode", "ld_frozen_units", "ld_flops_saved"},
+        )
+        self.assertEqual(hidden, ["ld_cache_bytes", "ld_change/unit_0"])
 
 
 if __name__ == "__main__":
