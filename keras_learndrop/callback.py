@@ -32,6 +32,7 @@ from keras_learndrop.checks import check_choice
 from keras_learndrop.checks import check_int
 
 CACHE_MODES = ("auto", "off")
+STEM_DROPOUT = ("train", "inference")
 
 
 class LearnDrop(keras.callbacks.Callback):
@@ -96,6 +97,15 @@ class LearnDrop(keras.callbacks.Callback):
             `0` runs the stem forward every epoch (exact, slower); `K > 0`
             caches `K` augmented views, filled in `K` epochs and replayed in
             turn. Defaults to `0`.
+        stem_dropout: `"train"` or `"inference"`. How the frozen stem's
+            `Dropout`, stochastic depth and noise layers run in training.
+            `"train"` draws as before the freeze, so the stem's features
+            differ every epoch and the cache does not engage (the stem runs
+            forward, or `augmented_views` are cached). `"inference"` runs
+            them as in inference (no dropout, no noise), like the frozen
+            `BatchNormalization` layers: the stem's features are fixed and
+            the cache engages. Its image augmentation layers (`RandomFlip`,
+            ...) draw either way. Defaults to `"train"`.
         jit_compile: Boolean or `"auto"`. XLA-compile the rebuilt steps;
             `"auto"` tries it on a GPU (falling back when a step does not
             compile) and skips it on a CPU. Defaults to `"auto"`.
@@ -158,6 +168,7 @@ class LearnDrop(keras.callbacks.Callback):
         cache_validation=True,
         augmented_inputs=False,
         augmented_views=0,
+        stem_dropout="train",
         jit_compile="auto",
         restore_trainable=True,
         keep_frozen=False,
@@ -183,6 +194,7 @@ class LearnDrop(keras.callbacks.Callback):
         check_bool("cache_validation", cache_validation)
         check_bool("augmented_inputs", augmented_inputs)
         check_int("augmented_views", augmented_views, 0)
+        check_choice("stem_dropout", stem_dropout, STEM_DROPOUT)
         if jit_compile != "auto":
             check_bool("jit_compile", jit_compile, extra="or 'auto'")
         check_bool("restore_trainable", restore_trainable)
@@ -213,6 +225,7 @@ class LearnDrop(keras.callbacks.Callback):
         self.cache_validation = cache_validation
         self.augmented_inputs = augmented_inputs
         self.augmented_views = augmented_views
+        self.stem_dropout = stem_dropout
         self.jit_compile = jit_compile
         self.restore_trainable = restore_trainable
         self.keep_frozen = keep_frozen
@@ -651,9 +664,14 @@ class LearnDrop(keras.callbacks.Callback):
 
     def _stochastic(self):
         stem_layers = self._chain.layers_of(0, self._policy.stem_size)
-        return self.augmented_inputs or bool(
-            stem_cache.stochastic_layers(stem_layers)
-        )
+        random_layers = stem_cache.stochastic_layers(stem_layers)
+        if self.stem_dropout == "inference":
+            random_layers = [
+                layer
+                for layer in random_layers
+                if keras_internals.is_input_augmentation(layer)
+            ]
+        return self.augmented_inputs or bool(random_layers)
 
     def _cache_refusal(self):
         """Returns why features cannot be cached in this fit, or None."""
@@ -818,7 +836,9 @@ class LearnDrop(keras.callbacks.Callback):
                 "the stem draws random numbers in training (random "
                 "augmentation or dropout, or `augmented_inputs=True`), so "
                 "one cached view would be wrong; the stem runs forward "
-                "every epoch. Pass `augmented_views=K` to cache K views"
+                "every epoch. Pass `augmented_views=K` to cache K views, "
+                "or `stem_dropout='inference'` to switch a frozen stem's "
+                "dropout and noise off"
             )
 
     def _grow(self, old_stem, new_stem):
@@ -829,9 +849,11 @@ class LearnDrop(keras.callbacks.Callback):
             self._cache.discard_pending()
             chain = self._chain
 
+            step = self._step
+
             def run_new_units(features):
                 features = tf.cast(features, chain.cut_tensor(old_stem).dtype)
-                return chain.forward(features, old_stem, new_stem, True)
+                return step.run_stem(features, old_stem, new_stem)
 
             try:
                 self._cache.extend(
@@ -875,7 +897,7 @@ class LearnDrop(keras.callbacks.Callback):
         for layer in self._chain.layers_of(0, stem):
             layer.trainable = False
         self._step = train_step.HeadStep(
-            self.model, self._chain, stem, self._jit
+            self.model, self._chain, stem, self._jit, self.stem_dropout
         )
         if self._function is not None:
             self._function.step = self._step

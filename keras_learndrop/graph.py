@@ -134,7 +134,7 @@ class UnitChain:
             return self.units[-1].output
         return self.units[index].input
 
-    def forward(self, x, start, stop, training=None):
+    def forward(self, x, start, stop, training=None, augmentation_only=False):
         """Runs units `start` to `stop - 1` on `x`, the cut before `start`.
 
         Args:
@@ -143,6 +143,11 @@ class UnitChain:
             stop: Integer. One past the last unit to run.
             training: Boolean or `None`. Passed to every layer whose `call`
                 takes a `training` argument, as `keras.Model.__call__` does.
+            augmentation_only: Boolean. Run every layer but Keras's image
+                augmentation layers in inference mode (`training=False`);
+                those get `training`. For a frozen stem this switches off
+                its `Dropout` and noise (frozen `BatchNormalization` runs in
+                inference mode anyway) and keeps the input augmentation.
 
         Returns:
             The value of the cut after unit `stop - 1` (`x` when
@@ -153,7 +158,15 @@ class UnitChain:
         values = {id(self.units[start].input): x}
         for unit in self.units[start:stop]:
             for step in unit.steps:
-                _run_step(step, values, training)
+                step_training = training
+                if augmentation_only and not (
+                    step.node is not None
+                    and keras_internals.is_input_augmentation(
+                        step.node.operation
+                    )
+                ):
+                    step_training = False
+                _run_step(step, values, step_training)
         return values[id(self.units[stop - 1].output)]
 
 

@@ -79,6 +79,10 @@ The layer graph:
 - `seed_generators`: random layers (`Dropout`, `RandomFlip`, noise) keep
   their `keras.random.SeedGenerator` as an attribute; there is no public
   "is random" flag on a layer.
+- `is_input_augmentation`: Keras's random image augmentation layers
+  (`RandomFlip`, `RandomCrop`, ...) share the base class
+  `BaseImagePreprocessingLayer`, which `keras.layers` does not export. It
+  tells them (which change the data) from `Dropout` and noise layers.
 
 The training step (mirrors the TensorFlow trainer's `train_step`):
 
@@ -95,6 +99,9 @@ The training step (mirrors the TensorFlow trainer's `train_step`):
 import inspect
 
 from keras.src.backend.tensorflow import trainer as _tf_trainer
+from keras.src.layers.preprocessing.image_preprocessing import (
+    base_image_preprocessing_layer as _image_preprocessing,
+)
 from keras.src.losses import loss as _loss_module
 from keras.src.trainers.data_adapters import array_data_adapter as _arrays
 
@@ -372,6 +379,11 @@ def seed_generators(layer):
         for value in vars(layer).values()
         if isinstance(value, keras.random.SeedGenerator)
     ]
+
+
+def is_input_augmentation(layer):
+    """Whether `layer` is one of Keras's image augmentation layers."""
+    return isinstance(layer, _image_preprocessing.BaseImagePreprocessingLayer)
 
 
 # ---- the training step ---------------------------------------------------

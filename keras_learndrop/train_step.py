@@ -50,13 +50,17 @@ class HeadStep:
         chain: The model's `UnitChain`.
         cut: Integer. Number of frozen leading units.
         jit_compile: Boolean. Whether to XLA-compile the steps.
+        stem_dropout: `"train"` runs the stem's `Dropout` and noise layers
+            as in training; `"inference"` switches them off (see
+            `LearnDrop`). Its image augmentation layers draw either way.
     """
 
-    def __init__(self, model, chain, cut, jit_compile):
+    def __init__(self, model, chain, cut, jit_compile, stem_dropout="train"):
         self.model = model
         self.chain = chain
         self.cut = cut
         self.jit_compile = jit_compile
+        self.stem_dropout = stem_dropout
         self.feature_dtype = chain.cut_tensor(cut).dtype
         self._strategy = model.distribute_strategy
         self._build()
@@ -85,7 +89,17 @@ class HeadStep:
     def stem_features(self, x):
         """Runs the frozen stem on inputs `x` (forward only)."""
         x = tf.cast(x, self.chain.input.dtype)
-        return tf.stop_gradient(self.chain.forward(x, 0, self.cut, True))
+        return tf.stop_gradient(self.run_stem(x, 0, self.cut))
+
+    def run_stem(self, x, start, stop):
+        """Runs frozen units `start` to `stop - 1` as training sees them."""
+        return self.chain.forward(
+            x,
+            start,
+            stop,
+            training=True,
+            augmentation_only=self.stem_dropout == "inference",
+        )
 
     def train_head(self, features, y, sample_weight):
         """Trains the head on one batch of stem features; returns logs."""

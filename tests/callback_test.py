@@ -37,6 +37,7 @@ class ArgumentsTest(parameterized.TestCase):
         ("augmented", dict(augmented_inputs="yes"), TypeError, "True or"),
         ("views", dict(augmented_views=-1), ValueError, "augmented_views"),
         ("jit", dict(jit_compile="xla"), TypeError, "'auto'"),
+        ("dropout", dict(stem_dropout="off"), ValueError, "'inference'"),
         ("restore", dict(restore_trainable=None), TypeError, "restore"),
         ("seed", dict(seed=-3), ValueError, "seed=-3"),
         ("policy", dict(policy={1: 2}), TypeError, "FreezePolicy"),
@@ -476,6 +477,52 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
             [e.mode for e in callback.history.epochs],
             ["full", "stem_forward", "stem_forward"],
         )
+
+    def test_stem_dropout_inference_caches_the_stem_without_dropout(self):
+        model = self._model(
+            recorder=True,
+            front=[keras.layers.SpatialDropout2D(0.5, seed=1)],
+        )
+        log = tiny_models.RecorderLog(model.get_layer("recorder"))
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}),
+            stem_dropout="inference",
+        )
+        model.fit(
+            self.x,
+            self.y,
+            batch_size=8,
+            epochs=3,
+            verbose=0,
+            callbacks=[callback, log],
+        )
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["full", "fill", "replay"],
+        )
+        self.assertEqual(callback.history.notes, [])
+        # The head trains on the stem's features with no channel dropped.
+        features = graph.UnitChain(model).forward(
+            tf.constant(self.x), 0, 2, training=False
+        )
+        expected = float(tf.reduce_sum(tf.cast(features, "float64")))
+        for _, total in log.epochs[1:]:
+            self.assertAllClose(total, expected, rtol=1e-5)
+
+    def test_stem_dropout_inference_keeps_input_augmentation(self):
+        model = self._model(
+            front=[
+                keras.layers.RandomFlip("horizontal", seed=1),
+                keras.layers.Dropout(0.5, seed=1),
+            ]
+        )
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}),
+            stem_dropout="inference",
+        )
+        with self.assertWarnsRegex(UserWarning, "augmented_views"):
+            _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(callback.history.epochs[-1].mode, "stem_forward")
 
     def test_augmented_views_are_filled_then_replayed_in_turn(self):
         model = self._model(front=[keras.layers.RandomFlip(seed=1)])

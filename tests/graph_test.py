@@ -544,6 +544,39 @@ class ForwardTest(tf.test.TestCase, parameterized.TestCase):
         self.assertNotAllClose(bn1.moving_mean.numpy(), mean_after_model)
 
 
+class AugmentationOnlyTest(tf.test.TestCase):
+    def test_only_augmentation_layers_draw(self):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((6, 6, 1)),
+                keras.layers.RandomFlip("horizontal", name="flip"),
+                keras.layers.Conv2D(3, 3, name="conv1"),
+                keras.layers.SpatialDropout2D(0.5, name="drop"),
+                keras.layers.Conv2D(3, 3, name="conv2"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(2),
+            ]
+        )
+        chain = graph.UnitChain(model)
+        x = tf.random.uniform((64, 6, 6, 1))
+        flipped = tf.reverse(x, axis=[2])
+        inference = chain.forward(x, 0, 2, training=False)
+        inference_flipped = chain.forward(flipped, 0, 2, training=False)
+        got = chain.forward(x, 0, 2, training=True, augmentation_only=True)
+        # Each sample is the inference output of itself or of its mirror
+        # image: no channel dropped, and both occur (the flip draws).
+        self.assertEqual(got.shape.rank, 2)  # after the pooling
+        plain = np.all(np.isclose(got, inference, atol=1e-6), axis=1)
+        mirrored = np.all(np.isclose(got, inference_flipped, atol=1e-6), axis=1)
+        self.assertTrue(np.all(plain | mirrored))
+        self.assertTrue(np.any(plain & ~mirrored))
+        self.assertTrue(np.any(mirrored & ~plain))
+        # Without it the dropout draws too.
+        dropped = chain.forward(x, 0, 2, training=True)
+        self.assertFalse(np.all(np.isclose(dropped, got, atol=1e-6)))
+
+
 class ErrorsTest(tf.test.TestCase, parameterized.TestCase):
     def setUp(self):
         super().setUp()

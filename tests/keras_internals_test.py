@@ -474,6 +474,21 @@ class GraphTest(tf.test.TestCase):
             self.assertNotEmpty(keras_internals.seed_generators(layer))
         self.assertEmpty(keras_internals.seed_generators(keras.layers.Dense(2)))
 
+    def test_is_input_augmentation(self):
+        for layer in (
+            keras.layers.RandomFlip(),
+            keras.layers.RandomCrop(4, 4),
+            keras.layers.RandomTranslation(0.1, 0.1),
+        ):
+            self.assertTrue(keras_internals.is_input_augmentation(layer))
+        for layer in (
+            keras.layers.Dropout(0.5),
+            keras.layers.SpatialDropout2D(0.5),
+            keras.layers.GaussianNoise(0.1),
+            keras.layers.Dense(2),
+        ):
+            self.assertFalse(keras_internals.is_input_augmentation(layer))
+
 
 class TrainStepTest(tf.test.TestCase):
     def setUp(self):
