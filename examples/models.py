@@ -67,7 +67,9 @@ _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def build_model(name, input_shape, num_classes, width=1.0, seed=None):
+def build_model(
+    name, input_shape, num_classes, width=1.0, seed=None, dropout=0.0
+):
     """Builds one of the example image classifiers.
 
     The models are:
@@ -111,6 +113,12 @@ def build_model(name, input_shape, num_classes, width=1.0, seed=None):
             initializer per layer and leave the global state alone. With
             `None` the initial weights come from Keras' global seed.
             Defaults to `None`.
+        dropout: Float in [0, 1). With a positive rate, a
+            `SpatialDropout2D` of that rate in every block: after each
+            convolution's ReLU of the plain networks, between the two
+            convolutions of each BasicBlock (as Wide ResNets place
+            dropout). Not for the `keras.applications` models. Defaults to
+            `0.0`.
 
     Returns:
         A built, uncompiled functional `keras.Model` named `name`, mapping
@@ -160,9 +168,18 @@ def build_model(name, input_shape, num_classes, width=1.0, seed=None):
             f"`seed` must be an integer or None. Received: seed={seed!r}"
         )
 
+    if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ValueError(
+            f"`dropout` must be a rate in [0, 1). Received: dropout={dropout!r}"
+        )
     if name in _APPLICATIONS:
+        if dropout:
+            raise ValueError(
+                f"`dropout` is not available for {name!r} (built by "
+                "keras.applications). Received: dropout={dropout!r}"
+            )
         return _build_application(name, input_shape, num_classes, width, seed)
-    init = _Initializers(seed)
+    init = _Initializers(seed, dropout)
     inputs = keras.Input(shape=input_shape, name="images")
     if name in _PLAIN_STAGES:
         x = _plain_body(inputs, _PLAIN_STAGES[name], width, init)
@@ -187,8 +204,9 @@ class _Initializers:
     the models built with `seed=1` and `seed=2` share no layer weights.
     """
 
-    def __init__(self, seed):
+    def __init__(self, seed, dropout=0.0):
         self._rng = None if seed is None else random.Random(seed)
+        self.dropout = dropout
 
     def __call__(self, identifier="he_normal"):
         if self._rng is None:
@@ -248,6 +266,7 @@ def _plain_body(x, stages, width, init):
                 x, _filters(base_filters, width), 3, 1, f"stage{s}_", c, init
             )
             x = keras.layers.ReLU(name=f"stage{s}_relu{c}")(x)
+            x = _dropout(x, init, f"stage{s}_drop{c}")
         height, width_px = x.shape[1], x.shape[2]
         # Pooling a 1-pixel-wide map with "valid" padding would leave no
         # pixels at all.
@@ -286,9 +305,16 @@ def _basic_block(x, filters, strides, prefix, init):
         shortcut = _conv_bn(x, filters, 1, strides, f"{prefix}proj_", "", init)
     y = _conv_bn(x, filters, 3, strides, prefix, 1, init)
     y = keras.layers.ReLU(name=f"{prefix}relu1")(y)
+    y = _dropout(y, init, f"{prefix}drop")
     y = _conv_bn(y, filters, 3, 1, prefix, 2, init)
     y = keras.layers.Add(name=f"{prefix}add")([y, shortcut])
     return keras.layers.ReLU(name=f"{prefix}out")(y)
+
+
+def _dropout(x, init, name):
+    if not init.dropout:
+        return x
+    return keras.layers.SpatialDropout2D(init.dropout, name=name)(x)
 
 
 def _build_application(name, input_shape, num_classes, width, seed):

@@ -92,6 +92,7 @@ class TrainConfig:
 
     model: str = "vgg11"
     width: float = 0.25
+    dropout: float = 0.0
     dataset: str = "digits"
     data_dir: str | None = None
     validation_split: float = 0.1
@@ -117,6 +118,7 @@ class TrainConfig:
     cache_dtype: str = "float32"
     memory_budget_mb: int | None = None
     augmented_views: int = 0
+    stem_dropout: str = "train"
     restore_trainable: bool = True
     init_weights: str = ""
     save_weights: str = ""
@@ -160,6 +162,13 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "Multiplier of the number of filters of every convolution (1.0 for "
         "resnet50 and resnet152).",
         lower_bound=0.0,
+    )
+    define(
+        flags.DEFINE_float,
+        "dropout",
+        "Rate of a SpatialDropout2D in every block of the model (0: none).",
+        lower_bound=0.0,
+        upper_bound=0.99,
     )
     define(flags.DEFINE_string, "dataset", datasets.DATASET_HELP)
     define(
@@ -335,6 +344,13 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "output to cache and replay in turn; 0 runs the frozen stem "
         "forward every epoch instead.",
         lower_bound=0,
+    )
+    define(
+        flags.DEFINE_enum,
+        "stem_dropout",
+        "LearnDrop: how a frozen stem's dropout and noise layers run in "
+        "training ('inference' switches them off, so the cache engages).",
+        enum_values=list(learndrop_callback.STEM_DROPOUT),
     )
     define(
         flags.DEFINE_bool,
@@ -762,6 +778,7 @@ def build_model(config, data, total_steps):
         data.num_classes,
         width=config.width,
         seed=config.seed,
+        dropout=config.dropout,
     )
     _check_odd_batch_crash(model, len(data.x_train), config.batch_size)
     if config.init_weights:
@@ -795,6 +812,7 @@ def learn_drop_callback(config, **overrides):
         ),
         augmented_inputs=config.augment,
         augmented_views=config.augmented_views,
+        stem_dropout=config.stem_dropout,
         jit_compile=_jit_compile(config),
         restore_trainable=config.restore_trainable,
         seed=config.seed,

@@ -158,6 +158,25 @@ class BuildModelTest(tf.test.TestCase, parameterized.TestCase):
             keras.initializers.HeNormal,
         )
 
+    @parameterized.named_parameters(
+        ("resnet20", "resnet20", 9, "stage2_block1_drop"),
+        ("vgg11", "vgg11", 8, "stage3_drop2"),
+    )
+    def test_dropout_in_every_block(self, name, count, layer_name):
+        model = models.build_model(name, (8, 8, 3), 10, 0.25, dropout=0.2)
+        drops = [
+            layer
+            for layer in model.layers
+            if isinstance(layer, keras.layers.SpatialDropout2D)
+        ]
+        self.assertLen(drops, count)
+        self.assertEqual(model.get_layer(layer_name).rate, 0.2)
+        # The same cuts as without dropout.
+        plain = models.build_model(name, (8, 8, 3), 10, 0.25)
+        self.assertEqual(len(model.layers) - count, len(plain.layers))
+        with self.assertRaisesRegex(ValueError, "dropout=1.5"):
+            models.build_model(name, (8, 8, 3), 10, 0.25, dropout=1.5)
+
     def test_seed_makes_initial_weights_reproducible(self):
         first = models.build_model("resnet20", (8, 8, 3), 10, 0.25, seed=7)
         keras.utils.set_random_seed(123)  # The seed alone must decide.
