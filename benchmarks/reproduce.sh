@@ -60,8 +60,9 @@ run() {
              --dataset=shared:mnist --image_size=28 --batch_size=128 \
              --epochs=8 --output_dir=outputs/mnist ;;
     replay) python -m benchmarks.replay_benchmark --model=resnet20 \
-             --width=1.0 "${CIFAR[@]}" --epochs=5 --cut_epoch=1 \
-             --cut_units=7 --output_json=outputs/replay/replay.json ;;
+             --width=1.0 "${CIFAR[@]}" --max_val=5000 --epochs=10 \
+             --cut_epoch=1 --cut_units=7 \
+             --output_json=outputs/replay/replay.json ;;
     jit) python -m benchmarks.jit_benchmark --model=resnet20 --cut_units=7 ;;
     deep) for model in resnet50 resnet152; do
             python -m examples.train --model="$model" --width=1.0 \

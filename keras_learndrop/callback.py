@@ -50,8 +50,10 @@ class LearnDrop(keras.callbacks.Callback):
     `fit` call with the same optimizer state. In the next epoch the stem
     runs forward once more while its outputs are cached ("fill"); every
     later epoch trains the head alone on the cached features in a fresh
-    order ("replay"), so the stem costs nothing. Validation and inference
-    always run the whole model.
+    order ("replay"), so the stem costs nothing. The validation of `fit`
+    does the same with the stem's features of the validation data
+    (`cache_validation`); `evaluate` and `predict` outside `fit` always run
+    the whole model.
 
     Put `LearnDrop` before loggers (`CSVLogger`, `TensorBoard`) in
     `callbacks` so that they see its `logs` keys: `ld_frozen_units`,
@@ -883,7 +885,14 @@ class LearnDrop(keras.callbacks.Callback):
             features = tf.cast(features, chain.cut_tensor(old_stem).dtype)
             return chain.forward(features, old_stem, new_stem, False)
 
-        cache.extend(run_new_units, new_stem)
+        try:
+            cache.extend(run_new_units, new_stem)
+        except tf.errors.ResourceExhaustedError:
+            self._refuse_validation_cache(
+                "the device ran out of memory for the cached validation "
+                "features at the new cut; the whole model validates"
+            )
+            return
         used = cache.nbytes + (self._cache.nbytes if self._cache else 0)
         if used > self._memory_budget():
             self._refuse_validation_cache(

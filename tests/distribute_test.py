@@ -303,6 +303,45 @@ class MirroredTest(tf.test.TestCase):
             self.assertAllEqual(copies[0], copies[1])
         self.assertTrue(all(layer.trainable for layer in model.layers))
 
+    def test_cached_validation_equals_the_whole_models(self):
+        strategy = _strategy()
+        with strategy.scope():
+            model = _net(recorder=False)
+        x_val, y_val = tiny_models.data(26, seed=5)  # 3 batches: 10, 10, 6
+        pairs = []
+
+        class WholeModel(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                whole = model.evaluate(
+                    x_val, y_val, batch_size=10, verbose=0, return_dict=True
+                )
+                pairs.append(
+                    (
+                        [logs["val_loss"], logs["val_accuracy"]],
+                        [whole["loss"], whole["accuracy"]],
+                    )
+                )
+
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 1, 2: 2}), seed=4
+        )
+        model.fit(
+            self.x,
+            self.y,
+            epochs=4,
+            batch_size=10,
+            validation_data=(x_val, y_val),
+            verbose=0,
+            callbacks=[callback, WholeModel()],
+        )
+        self.assertEqual(
+            [e.validation_mode for e in callback.history.epochs],
+            ["full", "fill", "replay", "replay"],  # extended after epoch 2
+        )
+        self.assertLen(pairs, 4)
+        for got, want in pairs:
+            self.assertAllClose(got, want, rtol=1e-5)
+
 
 class FreshProcessTest(tf.test.TestCase):
     @unittest.skipIf(TWO_CPUS or IN_CHILD, "MirroredTest runs in this process")
@@ -328,7 +367,7 @@ class FreshProcessTest(tf.test.TestCase):
             timeout=600,
         )
         self.assertEqual(result.returncode, 0, result.stdout[-3000:])
-        self.assertRegex(result.stdout, r"\b2 passed\b")
+        self.assertRegex(result.stdout, r"\b3 passed\b")
         self.assertNotRegex(result.stdout, r"failed|error")
 
 
