@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every figure of the README's "Results", in the order they were run there:
 # bash benchmarks/reproduce.sh [name ...]   (names: observe frontier-resnet20
-# frontier-finetune frontier-vgg11 frontier-augment frontier-report resnet20
-# vgg11 mnist replay jit deep). Results go to outputs/<name>/; the
-# frontier's runs to benchmarks/results/ (resumed where a run stopped).
+# frontier-finetune frontier-vgg11 frontier-augment frontier-dropout
+# frontier-report resnet20 vgg11 mnist replay jit deep). Results go to
+# outputs/<name>/; the frontier's runs to benchmarks/results/ (resumed where
+# a run stopped).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
        --batch_size=128)
@@ -49,6 +50,10 @@ run() {
     frontier-augment) frontier --model=resnet20 --epochs=30 --augment \
              --regime=resnet20-augment "${SETTINGS[@]}" \
              --results="$RESULTS/frontier_resnet20_augment.jsonl" ;;
+    frontier-dropout) frontier --model=resnet20 --epochs=30 --dropout=0.1 \
+             --regime=resnet20-dropout --setting=scores@stem_dropout=train \
+             --setting=scores@stem_dropout=inference \
+             --results="$RESULTS/frontier_resnet20_dropout.jsonl" ;;
     frontier-report) python -m benchmarks.frontier --report \
              --results="$(ls "$RESULTS"/frontier_*.jsonl | paste -sd,)" \
              --plot="$RESULTS/frontier.png" ;;
@@ -73,6 +78,6 @@ run() {
     *) echo "unknown experiment: $1" >&2; return 2 ;;
   esac
 }
-for name in "${@:-observe frontier-resnet20 frontier-finetune frontier-vgg11 frontier-augment frontier-report}"; do
+for name in "${@:-observe frontier-resnet20 frontier-finetune frontier-vgg11 frontier-augment frontier-dropout frontier-report}"; do
   for one in $name; do run "$one"; done
 done

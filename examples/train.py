@@ -118,7 +118,7 @@ class TrainConfig:
     cache_dtype: str = "float32"
     memory_budget_mb: int | None = None
     augmented_views: int = 0
-    stem_dropout: str = "train"
+    stem_dropout: str = "inference"
     restore_trainable: bool = True
     init_weights: str = ""
     save_weights: str = ""

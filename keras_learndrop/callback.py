@@ -107,7 +107,9 @@ class LearnDrop(keras.callbacks.Callback):
             them as in inference (no dropout, no noise), like the frozen
             `BatchNormalization` layers: the stem's features are fixed and
             the cache engages. Its image augmentation layers (`RandomFlip`,
-            ...) draw either way. Defaults to `"train"`.
+            ...) draw either way. Defaults to `"inference"`: on ResNet-20
+            with dropout in every block it was faster and no less accurate
+            than `"train"` (see the README).
         jit_compile: Boolean or `"auto"`. XLA-compile the rebuilt steps;
             `"auto"` tries it on a GPU (falling back when a step does not
             compile) and skips it on a CPU. Defaults to `"auto"`.
@@ -170,7 +172,7 @@ class LearnDrop(keras.callbacks.Callback):
         cache_validation=True,
         augmented_inputs=False,
         augmented_views=0,
-        stem_dropout="train",
+        stem_dropout="inference",
         jit_compile="auto",
         restore_trainable=True,
         keep_frozen=False,

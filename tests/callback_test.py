@@ -509,6 +509,15 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         for _, total in log.epochs[1:]:
             self.assertAllClose(total, expected, rtol=1e-5)
 
+    def test_stem_dropout_train_runs_the_stem_forward(self):
+        model = self._model(front=[keras.layers.Dropout(0.5, seed=1)])
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({1: 2}), stem_dropout="train"
+        )
+        with self.assertWarnsRegex(UserWarning, "stem_dropout='inference'"):
+            _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(callback.history.epochs[-1].mode, "stem_forward")
+
     def test_stem_dropout_inference_keeps_input_augmentation(self):
         model = self._model(
             front=[

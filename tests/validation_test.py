@@ -241,7 +241,7 @@ class CachedValidationTest(tf.test.TestCase, parameterized.TestCase):
     def test_dropout_in_the_stem_keeps_validation_cached(self):
         model = _model(front=[keras.layers.Dropout(0.3, name="drop")])
         callback = keras_learndrop.LearnDrop(
-            policy=keras_learndrop.FixedSchedule({1: 2})
+            policy=keras_learndrop.FixedSchedule({1: 2}), stem_dropout="train"
         )
         check = WholeModelCheck(self.x_val, self.y_val)
         with warnings.catch_warnings():
