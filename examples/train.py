@@ -119,6 +119,7 @@ class TrainConfig:
     memory_budget_mb: int | None = None
     augmented_views: int = 0
     stem_dropout: str = "inference"
+    cache_validation: bool = True
     restore_trainable: bool = True
     init_weights: str = ""
     save_weights: str = ""
@@ -351,6 +352,13 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "LearnDrop: how a frozen stem's dropout and noise layers run in "
         "training ('inference' switches them off, so the cache engages).",
         enum_values=list(learndrop_callback.STEM_DROPOUT),
+    )
+    define(
+        flags.DEFINE_bool,
+        "cache_validation",
+        "LearnDrop: validate the head alone on cached stem features of the "
+        "validation data after the freeze (--nocache_validation: the whole "
+        "model validates).",
     )
     define(
         flags.DEFINE_bool,
@@ -813,6 +821,7 @@ def learn_drop_callback(config, **overrides):
         augmented_inputs=config.augment,
         augmented_views=config.augmented_views,
         stem_dropout=config.stem_dropout,
+        cache_validation=config.cache_validation,
         jit_compile=_jit_compile(config),
         restore_trainable=config.restore_trainable,
         seed=config.seed,
