@@ -304,7 +304,11 @@ class LearnDropScores(_StreakPolicy):
 
     A unit is settled when `s_u(k) <= threshold`; the stem grows to the
     longest prefix of units settled for `patience` evaluations in a row.
-    Units without trainable weights are settled from the start.
+    Units without trainable weights are settled from the start. With
+    `last_unit_threshold`, the threshold falls geometrically with depth,
+    from `threshold` for the first unit to `last_unit_threshold` for the
+    last one (unit `i` of `n`: `threshold * (last_unit_threshold /
+    threshold) ** (i / (n - 1))`), so deeper units freeze later.
 
     Why this form (the README's "Choosing the policy" has the runs): in a
     ResNet-20 trained from scratch under a cosine schedule, `v_u` of every
@@ -327,6 +331,9 @@ class LearnDropScores(_StreakPolicy):
             settled, nor in the learning done. Defaults to `1`.
         relative: Boolean. Divide the change to come by the unit's whole
             learning (done and to come). Defaults to `True`.
+        last_unit_threshold: Float in (0, `threshold`] or `None`. The last
+            unit's threshold, for a threshold that falls with depth; `None`
+            keeps `threshold` for every unit. Defaults to `None`.
         **kwargs: The safeguards of `FreezePolicy`.
 
     Example:
@@ -344,7 +351,13 @@ class LearnDropScores(_StreakPolicy):
     """
 
     def __init__(
-        self, threshold=0.25, patience=2, warmup=1, relative=True, **kwargs
+        self,
+        threshold=0.25,
+        patience=2,
+        warmup=1,
+        relative=True,
+        last_unit_threshold=None,
+        **kwargs,
     ):
         super().__init__(patience, **kwargs)
         check_bool("relative", relative)
@@ -355,8 +368,17 @@ class LearnDropScores(_StreakPolicy):
             1.0 if relative else math.inf,
             low_open=True,
         )
+        if last_unit_threshold is not None:
+            check_number(
+                "last_unit_threshold",
+                last_unit_threshold,
+                0.0,
+                threshold,
+                low_open=True,
+            )
         check_int("warmup", warmup, 0)
         self.threshold = threshold
+        self.last_unit_threshold = last_unit_threshold
         self.warmup = warmup
         self.relative = relative
         self.learned = np.zeros(0)
@@ -407,13 +429,24 @@ class LearnDropScores(_StreakPolicy):
         if self.evaluations <= self.warmup:
             return np.zeros(rate.shape, dtype=bool)
         with np.errstate(invalid="ignore"):
-            return np.isfinite(continuation) & (continuation <= self.threshold)
+            return np.isfinite(continuation) & (
+                continuation <= self.thresholds(len(continuation))
+            )
+
+    def thresholds(self, num_units):
+        """Returns the threshold of each of `num_units` units."""
+        if self.last_unit_threshold is None or num_units < 2:
+            return np.full(num_units, float(self.threshold))
+        depth = np.arange(num_units) / (num_units - 1)
+        ratio = self.last_unit_threshold / self.threshold
+        return self.threshold * ratio**depth
 
     def get_config(self):
         return {
             "threshold": self.threshold,
             "warmup": self.warmup,
             "relative": self.relative,
+            "last_unit_threshold": self.last_unit_threshold,
             **super().get_config(),
         }
 

@@ -387,12 +387,42 @@ class FixedScheduleTest(tf.test.TestCase):
 
 ALL_POLICIES = (
     ("scores", lambda: policy.LearnDropScores(threshold=0.3, patience=3)),
+    (
+        "tapered",
+        lambda: policy.LearnDropScores(last_unit_threshold=0.05, patience=1),
+    ),
     ("aggressive", policy.LearnDropScores.aggressive),
     ("consistency", lambda: policy.DirectionConsistency(samples_per_epoch=4)),
     ("autofreeze", lambda: policy.AutoFreezeRule(max_new_units=2)),
     ("freezeout", lambda: policy.FreezeOut(t0=0.6, start_fraction=0.1)),
     ("fixed", lambda: policy.FixedSchedule({3: 1, 6: 2})),
 )
+
+
+class TaperedThresholdTest(tf.test.TestCase):
+    def test_thresholds_fall_geometrically_with_depth(self):
+        scores = policy.LearnDropScores(threshold=0.2, last_unit_threshold=0.05)
+        self.assertAllClose(scores.thresholds(3), [0.2, 0.1, 0.05])
+        self.assertAllClose(
+            policy.LearnDropScores(threshold=0.2).thresholds(3), [0.2] * 3
+        )
+
+    def test_deeper_units_freeze_later(self):
+        # Every unit learns alike under a cosine schedule: one threshold
+        # freezes them together, a tapered one one after the other.
+        observations = _schedule_decay_only()
+        together = _run(policy.LearnDropScores(patience=1), observations)
+        tapered = _run(
+            policy.LearnDropScores(patience=1, last_unit_threshold=0.02),
+            observations,
+        )
+        self.assertEqual(sorted(set(together) - {0}), [3])
+        grown = sorted(set(tapered) - {0})
+        self.assertEqual(grown, [1, 2, 3])
+        first = tapered.index(1)
+        self.assertEqual(first, together.index(3))
+        self.assertLess(first, tapered.index(2))
+        self.assertLess(tapered.index(2), tapered.index(3))
 
 
 class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
@@ -477,6 +507,8 @@ class ArgumentsTest(parameterized.TestCase):
         ("t0_zero", policy.FreezeOut, dict(t0=0), ValueError, "t0=0"),
         ("unknown", policy.LearnDropScores, dict(thresold=0.5), TypeError,
          "thresold"),
+        ("last_above", policy.LearnDropScores, dict(last_unit_threshold=0.3),
+         ValueError, r"\(0.0, 0.25\]. Received: last_unit_threshold=0.3"),
     )  # fmt: skip
     def test_bad_argument_is_refused(self, cls, kwargs, error, message):
         with self.assertRaisesRegex(error, message):
