@@ -133,6 +133,27 @@ class CachedValidationTest(tf.test.TestCase, parameterized.TestCase):
         cache = callback._val_cache
         self.assertIsNone(cache)  # A finished fit keeps nothing.
 
+    def test_steps_per_execution(self):
+        model = tiny_models.compile_model(
+            tiny_models.conv_net(), steps_per_execution=3
+        )
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule(PLAN)
+        )
+        check = WholeModelCheck(self.x_val, self.y_val, self.w_val)
+        _fit(
+            model,
+            [callback, check],
+            (self.x_val, self.y_val, self.w_val),
+            epochs=4,
+        )
+        self.assertEqual(
+            [e.validation_mode for e in callback.history.epochs],
+            ["full", "fill", "replay", "replay"],
+        )
+        for got, want in check.pairs:
+            self.assertAllClose(got, want, rtol=1e-6)
+
     def test_dataset_of_unknown_length_is_cached_after_one_pass(self):
         dataset = (
             tf.data.Dataset.from_tensor_slices((self.x_val, self.y_val))
