@@ -836,13 +836,17 @@ class LearnDrop(keras.callbacks.Callback):
             and self._stochastic()
             and not self.augmented_views
         ):
+            hint = ""
+            if self.stem_dropout == "train":
+                hint = (
+                    ", or `stem_dropout='inference'` to switch a frozen "
+                    "stem's dropout and noise off"
+                )
             self._refuse_cache(
                 "the stem draws random numbers in training (random "
                 "augmentation or dropout, or `augmented_inputs=True`), so "
                 "one cached view would be wrong; the stem runs forward "
-                "every epoch. Pass `augmented_views=K` to cache K views, "
-                "or `stem_dropout='inference'` to switch a frozen stem's "
-                "dropout and noise off"
+                "every epoch. Pass `augmented_views=K` to cache K views" + hint
             )
 
     def _grow(self, old_stem, new_stem):
