@@ -110,7 +110,7 @@ class TrainConfig:
     augment: bool = False
     input_pipeline: str = "tf_data"
     learn_drop: bool = True
-    policy: str = "scores"
+    policy: str = "default"
     policy_args: str = ""
     schedule: str = ""
     eval_every: int = 1
@@ -297,8 +297,9 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
     define(
         flags.DEFINE_enum,
         "policy",
-        "LearnDrop: when to freeze. scores: LearnDropScores (the default); "
-        "aggressive: LearnDropScores.aggressive(); consistency: "
+        "LearnDrop: when to freeze. default: LearnDropScores.default() "
+        "(LearnDrop's default); scores: LearnDropScores (one threshold for "
+        "every unit); aggressive: LearnDropScores.aggressive(); consistency: "
         "DirectionConsistency; autofreeze: AutoFreezeRule; freezeout: "
         "FreezeOut; fixed: FixedSchedule of --schedule.",
         enum_values=tuple(POLICIES),
@@ -418,6 +419,7 @@ def config_from_flags(**overrides):
 
 # The runners' names of the built-in policies.
 POLICIES = {
+    "default": keras_learndrop.LearnDropScores.default,
     "scores": keras_learndrop.LearnDropScores,
     "aggressive": keras_learndrop.LearnDropScores.aggressive,
     "consistency": keras_learndrop.DirectionConsistency,

@@ -42,9 +42,9 @@ class LearnDrop(keras.callbacks.Callback):
     far the weights of each unit of the model (a stretch between two cuts
     of its graph, see `UnitChain`) moved, and its `policy` decides how many
     leading units to freeze (`policy.FreezePolicy`; the default,
-    `LearnDropScores`, freezes units whose change per unit of learning rate
-    fell well below its peak). The frozen units form a prefix, the stem,
-    which only grows.
+    `LearnDropScores.default()`, freezes a unit once a small share of its
+    learning is still to come, a smaller share the deeper the unit). The
+    frozen units form a prefix, the stem, which only grows.
 
     Frozen layers become non-trainable and training goes on in the same
     `fit` call with the same optimizer state. In the next epoch the stem
@@ -70,7 +70,7 @@ class LearnDrop(keras.callbacks.Callback):
     Args:
         policy: A `FreezePolicy` (`LearnDropScores`, `DirectionConsistency`,
             `AutoFreezeRule`, `FreezeOut`, `FixedSchedule` or your own), or
-            `None` for `LearnDropScores()` at its defaults. The policy keeps
+            `None` for `LearnDropScores.default()`. The policy keeps
             state: give each `LearnDrop` its own.
         eval_every: Integer >= 1. Epochs between evaluations. Defaults to
             `1`.

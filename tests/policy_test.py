@@ -469,8 +469,11 @@ class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
             "Observation",
         ):
             self.assertIs(getattr(keras_learndrop, name), getattr(policy, name))
-        self.assertIsInstance(
-            keras_learndrop.LearnDrop().policy, policy.LearnDropScores
+        default = keras_learndrop.LearnDrop().policy
+        self.assertIsInstance(default, policy.LearnDropScores)
+        self.assertEqual(
+            default.get_config(),
+            policy.LearnDropScores(last_unit_threshold=0.02).get_config(),
         )
 
 

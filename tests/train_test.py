@@ -249,8 +249,14 @@ class ParseScheduleTest(parameterized.TestCase):
 
 class PolicyFlagsTest(parameterized.TestCase):
     @parameterized.named_parameters(
-        ("scores", "scores", "", "LearnDropScores", {"threshold": 0.25}),
-        ("aggressive", "aggressive", "", "LearnDropScores", {}),
+        ("default", "default", "", "LearnDropScores",
+         {"threshold": 0.25, "last_unit_threshold": 0.02}),
+        ("default_changed", "default", "patience=3", "LearnDropScores",
+         {"patience": 3, "last_unit_threshold": 0.02}),
+        ("scores", "scores", "", "LearnDropScores",
+         {"threshold": 0.25, "last_unit_threshold": None}),
+        ("aggressive", "aggressive", "", "LearnDropScores",
+         {"threshold": 0.5, "last_unit_threshold": None}),
         (
             "consistency",
             "consistency",
@@ -289,7 +295,7 @@ class PolicyFlagsTest(parameterized.TestCase):
          "only of it"),
         ("malformed", dict(policy="scores", policy_args="threshold"),
          "'name=value'"),
-        ("unknown_policy", dict(policy="magic"), "one of scores"),
+        ("unknown_policy", dict(policy="magic"), "one of default, scores"),
     )  # fmt: skip
     def test_bad_policy_flags_are_refused(self, fields, message):
         with self.assertRaisesRegex(ValueError, message):
