@@ -44,7 +44,7 @@ class FrontierTest(tf.test.TestCase):
             frontier.tuning_split(data, 10**6, 1)
 
     def test_bad_setting_is_refused_before_training(self):
-        with self.assertRaisesRegex(ValueError, "starts with one of default, scores"):
+        with self.assertRaisesRegex(ValueError, "one of default, scores"):
             frontier.parse_setting("magic:threshold=1")
         with self.assertRaisesRegex(ValueError, "augmented_views.*'epochs'"):
             frontier.parse_setting("scores@epochs=3")
