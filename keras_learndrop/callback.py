@@ -544,16 +544,28 @@ class LearnDrop(keras.callbacks.Callback):
                 "features; the whole model validates"
             )
             return False
-        used = cache.nbytes + (self._cache.nbytes if self._cache else 0)
-        if used > self._memory_budget():
-            self._refuse_validation_cache(
-                f"the cached training and validation features need more "
-                f"than the budget of {self._memory_budget() / 2**20:.1f} "
-                "MiB; the whole model validates. Raise `memory_budget` or "
-                "lower `cache_dtype` to cache them"
-            )
-            return False
-        return True
+        return self._validation_cache_fits(
+            "the cached training and validation features"
+        )
+
+    def _validation_cache_fits(self, features):
+        """Whether both caches fit the budget; if not, refuses validation's.
+
+        Args:
+            features: String. What needs the bytes, for the note.
+        """
+        used = self._val_cache.nbytes + (
+            self._cache.nbytes if self._cache else 0
+        )
+        if used <= self._memory_budget():
+            return True
+        self._refuse_validation_cache(
+            f"{features} need more than the budget of "
+            f"{self._memory_budget() / 2**20:.1f} MiB; the whole model "
+            "validates. Raise `memory_budget` or lower `cache_dtype` to "
+            "cache them"
+        )
+        return False
 
     def _refuse_validation_cache(self, reason):
         self._val_note = reason
@@ -899,14 +911,7 @@ class LearnDrop(keras.callbacks.Callback):
                 "features at the new cut; the whole model validates"
             )
             return
-        used = cache.nbytes + (self._cache.nbytes if self._cache else 0)
-        if used > self._memory_budget():
-            self._refuse_validation_cache(
-                f"the cached features at the new cut need more than the "
-                f"budget of {self._memory_budget() / 2**20:.1f} MiB; the "
-                "whole model validates. Raise `memory_budget` or lower "
-                "`cache_dtype` to cache them"
-            )
+        self._validation_cache_fits("the cached features at the new cut")
 
     def _freeze(self, stem):
         for layer in self._chain.layers_of(0, stem):

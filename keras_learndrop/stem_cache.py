@@ -65,7 +65,8 @@ class View:
         return int(self.features.shape[0])
 
 
-def _nbytes(tensor):
+def tensor_nbytes(tensor):
+    """Bytes held by `tensor` (0 for `None`)."""
     if tensor is None:
         return 0
     return int(np.prod(tensor.shape)) * tensor.dtype.size
@@ -94,7 +95,9 @@ class StemCache:
     def nbytes(self):
         """Bytes held by the finished views and the view being filled."""
         return self._pending_bytes + sum(
-            _nbytes(v.features) + _nbytes(v.y) + _nbytes(v.sample_weight)
+            tensor_nbytes(v.features)
+            + tensor_nbytes(v.y)
+            + tensor_nbytes(v.sample_weight)
             for v in self.views
         )
 
@@ -159,7 +162,7 @@ class StemCache:
             # The accelerator is full: the cache moves to host memory.
             self._move_to("/CPU:0")
             stored = self._place(features, y, sample_weight)
-        size = sum(_nbytes(t) for t in stored)
+        size = sum(tensor_nbytes(t) for t in stored)
         if expected_batches and not self._pending and not self.views:
             projected = size * expected_batches * views
             self._check_budget(projected)

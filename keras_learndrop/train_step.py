@@ -199,7 +199,29 @@ def _compute_loss(model, y, y_pred, sample_weight, training=True):
     return model.compute_loss(None, y, y_pred, sample_weight, **kwargs)
 
 
-class TrainFunction:
+class ExecutionLoop:
+    """Runs up to `steps_per_execution` steps per call, as Keras's do.
+
+    Subclasses define `model`, `exhausted`, `_one_step(iterator)` and
+    `_after_step()`. A call ends early when the input runs out (setting
+    `exhausted`), and raises `StopIteration` if it ran no step at all.
+    """
+
+    def _run_execution(self, iterator):
+        logs = None
+        for _ in range(self.model.steps_per_execution):
+            try:
+                logs = self._one_step(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                self.exhausted = True
+                if logs is None:
+                    raise StopIteration from None
+                break
+            self._after_step()
+        return logs
+
+
+class TrainFunction(ExecutionLoop):
     """The callable that `model.fit` calls as `model.train_function`.
 
     Args:
@@ -284,18 +306,11 @@ class TrainFunction:
         if not self.active:
             self.model.make_train_function(force=True)
             return self.model.train_function(iterator)
-        logs = None
-        for _ in range(self.model.steps_per_execution):
-            try:
-                logs = self._one_step(iterator)
-            except (StopIteration, tf.errors.OutOfRangeError):
-                self.exhausted = True
-                if logs is None:
-                    raise StopIteration from None
-                break
-            if self.on_step is not None:
-                self.on_step(self.steps)
-        return logs
+        return self._run_execution(iterator)
+
+    def _after_step(self):
+        if self.on_step is not None:
+            self.on_step(self.steps)
 
     def _called_by_another_fit(self):
         if self.epoch_iterator is None:

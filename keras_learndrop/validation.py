@@ -14,8 +14,7 @@ callback installs it in `on_test_begin` and puts Keras's own back in
 model.
 """
 
-import numpy as np
-
+from keras_learndrop import stem_cache
 from keras_learndrop import train_step
 from keras_learndrop.backend import tf
 
@@ -23,11 +22,11 @@ VALIDATION_MODES = ("fill", "replay")
 
 
 def _nbytes(structure, strategy):
-    total = 0
-    for tensor in tf.nest.flatten(structure):
-        for part in strategy.experimental_local_results(tensor):
-            total += int(np.prod(part.shape)) * part.dtype.size
-    return total
+    return sum(
+        stem_cache.tensor_nbytes(part)
+        for tensor in tf.nest.flatten(structure)
+        for part in strategy.experimental_local_results(tensor)
+    )
 
 
 class ValidationCache:
@@ -85,7 +84,7 @@ class ValidationCache:
         self.cut = new_cut
 
 
-class ValidationFunction:
+class ValidationFunction(train_step.ExecutionLoop):
     """The callable that `evaluate` calls as `model.test_function` in `fit`.
 
     Args:
@@ -138,17 +137,10 @@ class ValidationFunction:
             # this function in `model.test_function`.
             self.model.make_test_function(force=True)
             return self.model.test_function(iterator)
-        logs = None
-        for _ in range(self.model.steps_per_execution):
-            try:
-                logs = self._one_step(iterator)
-            except (StopIteration, tf.errors.OutOfRangeError):
-                self.exhausted = True
-                if logs is None:
-                    raise StopIteration from None
-                break
-            self.steps += 1
-        return logs
+        return self._run_execution(iterator)
+
+    def _after_step(self):
+        self.steps += 1
 
     def _one_step(self, iterator):
         if self.mode == "replay":
