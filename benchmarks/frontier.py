@@ -145,7 +145,7 @@ OBSERVE = "observe"
 
 
 # Runner options a setting may change besides its policy ('@name=value').
-SETTING_OPTIONS = ("augmented_views", "stem_dropout")
+SETTING_OPTIONS = ("augmented_views", "stem_dropout", "cache_validation")
 
 
 def parse_setting(text):

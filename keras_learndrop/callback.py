@@ -778,7 +778,7 @@ class LearnDrop(keras.callbacks.Callback):
         """Samples the weights' path `samples_per_epoch` times an epoch."""
         if self._sample_every and steps % self._sample_every == 0:
             start = time.perf_counter()
-            self._tracker.sample(first_unit=self._policy.stem_size)
+            self._tracker.sample()
             self._rates.sample()
             self._scoring_seconds += time.perf_counter() - start
 
@@ -877,7 +877,7 @@ class LearnDrop(keras.callbacks.Callback):
 
             try:
                 self._cache.extend(
-                    tf.function(
+                    train_step.AnyBatchFunction(
                         run_new_units, reduce_retracing=True, autograph=False
                     ),
                     self._cache.batch_size,

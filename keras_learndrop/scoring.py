@@ -162,16 +162,13 @@ class WeightTracker:
         self._last_sample = self._previous
         self._path = np.zeros(len(self._unit_weights))
 
-    def sample(self, first_unit=0):
+    def sample(self):
         """Adds the change since the last sample to each unit's path length.
 
         Called several times between evaluations by policies that look at
         the direction of the updates (see `policy.DirectionConsistency`).
-
-        Args:
-            first_unit: Integer. Units before it (frozen ones) are skipped.
         """
-        units = self._scored_units(first_unit)
+        units = self._scored_units()
         last_sample = list(self._last_sample)
         if units:
             values, copies = _sample_step(
@@ -199,11 +196,11 @@ class WeightTracker:
         """
         count = len(self._unit_weights)
         if self._last_sample is not self._previous:
-            self.sample(first_unit)
+            self.sample()
         delta = np.full(count, np.nan)
         previous = np.full(count, np.nan)
         path = np.full(count, np.nan)
-        units = self._scored_units(first_unit)
+        units = self._scored_units()
         for u in range(first_unit, count):
             if not self._unit_weights[u]:
                 delta[u], previous[u], path[u] = 0.0, 0.0, 0.0
@@ -215,22 +212,22 @@ class WeightTracker:
             )
             values = np.sqrt(np.maximum(values.numpy(), 0.0))
             for u, (d, p), copy in zip(units, values, copies):
+                reference[u] = copy
+                if u < first_unit:
+                    continue
                 delta[u], previous[u] = d, p
                 sampled = self._path[u]
                 path[u] = max(d, sampled) if sampled > 0 else d
-                reference[u] = copy
-        # Frozen units keep their old reference: they are not measured.
         self._previous = reference
         self._last_sample = self._previous
         self._path = np.zeros(len(self._unit_weights))
         return UnitChanges(delta, previous, path)
 
-    def _scored_units(self, first_unit):
-        return [
-            u
-            for u in range(first_unit, len(self._unit_weights))
-            if self._unit_weights[u]
-        ]
+    def _scored_units(self):
+        # Frozen units are measured too (and their figures dropped): the
+        # compiled step then keeps one structure for the whole run instead
+        # of tracing again at every growth of the stem.
+        return [u for u, weights in enumerate(self._unit_weights) if weights]
 
 
 class UnitChanges(typing.NamedTuple):

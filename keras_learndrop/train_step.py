@@ -42,6 +42,46 @@ def resolve_jit_compile(jit_compile):
     return bool(jit_compile)
 
 
+class AnyBatchFunction:
+    """A `tf.function` traced once for every batch size.
+
+    A `tf.function` traces once per input shape, and with
+    `reduce_retracing=True` once more at the second shape (an epoch's last,
+    smaller batch) with the batch dimension unknown. Every growth of the stem
+    builds new steps, so that second trace would come back with each growth.
+    This one traces the general form at its first call: each tensor argument
+    with its leading dimension unknown (a Keras functional model takes any
+    batch size). Values distributed over several replicas keep their shapes
+    (`tf.function` generalizes them at the second shape, as before).
+
+    Args:
+        python_function: The function to trace.
+        **options: Arguments of `tf.function`.
+    """
+
+    def __init__(self, python_function, **options):
+        self.function = tf.function(python_function, **options)
+        self._traced = False
+
+    def __call__(self, *args):
+        if not self._traced:
+            self.function.get_concrete_function(
+                *tf.nest.map_structure(_any_batch_spec, args)
+            )
+            self._traced = True
+        return self.function(*args)
+
+    def tracing_count(self):
+        """Returns how many times the function was traced."""
+        return self.function.experimental_get_tracing_count()
+
+
+def _any_batch_spec(value):
+    if isinstance(value, tf.Tensor) and value.shape.rank:
+        return tf.TensorSpec((None,) + tuple(value.shape[1:]), value.dtype)
+    return value
+
+
 class HeadStep:
     """The `tf.function`s that train the head behind one cut.
 
@@ -73,11 +113,13 @@ class HeadStep:
             jit_compile=self.jit_compile,
             autograph=False,
         )
-        self.full_step = tf.function(self._distributed_full, **options)
-        self.stem_step = tf.function(self._distributed_stem, **options)
-        self.replay_step = tf.function(self._distributed_replay, **options)
-        self.eval_stem_step = tf.function(self._distributed_eval, **options)
-        self.eval_replay_step = tf.function(
+        self.full_step = AnyBatchFunction(self._distributed_full, **options)
+        self.stem_step = AnyBatchFunction(self._distributed_stem, **options)
+        self.replay_step = AnyBatchFunction(self._distributed_replay, **options)
+        self.eval_stem_step = AnyBatchFunction(
+            self._distributed_eval, **options
+        )
+        self.eval_replay_step = AnyBatchFunction(
             self._distributed_eval_replay, **options
         )
 

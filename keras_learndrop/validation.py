@@ -68,7 +68,7 @@ class ValidationCache:
                 newly frozen units, in inference mode).
             new_cut: Integer. The new cut.
         """
-        step = tf.function(
+        step = train_step.AnyBatchFunction(
             lambda f: self.strategy.run(
                 lambda t: tf.cast(run_units(t), self.dtype), args=(f,)
             ),

@@ -207,14 +207,38 @@ class WeightTrackerTest(tf.test.TestCase):
 
         self.assertAllClose(path[2], 1.0, rtol=1e-12, atol=0)
 
-    def test_samples_skip_frozen_units(self):
+    def test_frozen_units_get_nan(self):
         tracker = scoring.WeightTracker(self.units)
         self.dense1.kernel.assign_add(tf.ones_like(self.dense1.kernel))
-        tracker.sample(first_unit=1)
+        tracker.sample()
 
-        delta, _, path = tracker.measure(first_unit=1)
+        delta, previous, path = tracker.measure(first_unit=1)
 
         self.assertTrue(np.isnan(delta[0]) and np.isnan(path[0]))
+        self.assertTrue(np.isnan(previous[0]))
+        self.assertEqual(delta[1], 0.0)  # No weights.
+
+    def test_a_growing_stem_does_not_trace_again(self):
+        tracker = scoring.WeightTracker(self.units)
+        tracker.sample()
+        tracker.measure(first_unit=0)
+        traces = (
+            scoring._sample_step.experimental_get_tracing_count(),
+            scoring._measure_step.experimental_get_tracing_count(),
+        )
+        self.dense2.bias.assign_add([1.0, 0.0])
+
+        tracker.sample()
+        delta, _, _ = tracker.measure(first_unit=2)
+
+        self.assertAllClose(delta[2], 1.0, rtol=1e-12, atol=0)
+        self.assertEqual(
+            (
+                scoring._sample_step.experimental_get_tracing_count(),
+                scoring._measure_step.experimental_get_tracing_count(),
+            ),
+            traces,
+        )
 
     def test_measure_sees_in_place_optimizer_updates(self):
         tracker = scoring.WeightTracker(self.units)

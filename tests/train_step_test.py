@@ -104,6 +104,47 @@ class HeadStepTest(tf.test.TestCase):
             results.append(float(logs["loss"]))
         self.assertAllClose(results[0], results[1], atol=1e-5)
 
+    def test_each_step_traces_once_for_every_batch_size(self):
+        # A growth builds new steps; an epoch's smaller last batch must
+        # not trace them a second time.
+        model, chain = _frozen_model(2)
+        step = train_step.HeadStep(model, chain, 2, jit_compile=False)
+        features = step.stem_features(self.x)
+        y = tf.constant(self.y)
+        names = ("replay_step", "eval_replay_step", "stem_step")
+        names += ("eval_stem_step",)
+        counts = []
+        for size in (10, 6):
+            indices = tf.range(16 - size, 16)
+            step.replay_step(features, y, None, indices)
+            step.eval_replay_step(
+                tf.gather(features, indices), tf.gather(y, indices), None
+            )
+            batch = (tf.constant(self.x[:size]), y[:size])
+            step.stem_step(batch)
+            step.eval_stem_step(batch)
+            counts.append([getattr(step, n).tracing_count() for n in names])
+        # (The first call may trace twice where it creates the optimizer's
+        # slots, as any `tf.function` does.)
+        self.assertEqual(counts[0], counts[1])
+
+    def test_one_trace_for_every_batch_size_computes_as_two(self):
+        def loss_after(step_of):
+            model, chain = _frozen_model(2)
+            step = train_step.HeadStep(model, chain, 2, jit_compile=False)
+            features = step.stem_features(self.x)
+            for indices in (tf.range(0, 10), tf.range(10, 16)):
+                logs = step_of(step)(
+                    features, tf.constant(self.y), None, indices
+                )
+            return float(logs["loss"]), _head_weights(model)
+
+        one_trace = loss_after(lambda step: step.replay_step)
+        per_shape = loss_after(lambda step: step.replay_step.function)
+        self.assertAllClose(one_trace[0], per_shape[0])
+        for a, b in zip(one_trace[1], per_shape[1]):
+            self.assertAllClose(a, b)
+
 
 class TrainFunctionTest(tf.test.TestCase):
     def test_stops_the_epoch_when_replay_batches_run_out(self):
