@@ -277,7 +277,7 @@ def summarize(rows):
         points), `flops_saved`, `first_freeze` (mean epoch of the first
         freeze, counted from 1), `frozen_units`, `noise_points` (the
         baseline's seed-to-seed standard deviation of accuracy, in points)
-        and `baseline_accuracy`.
+        and `baseline_accuracy`, and `dominated_by` (see `dominating`).
     """
     baselines = {
         (r["regime"], r["seed"]): r for r in rows if r["setting"] == BASELINE
@@ -329,7 +329,35 @@ def summarize(rows):
                 "baseline_accuracy": float(np.mean(base_acc)),
             }
         )
+    for s in summary:
+        s["dominated_by"] = dominating(s, summary)
     return summary
+
+
+def dominating(entry, summary):
+    """Returns the settings of `entry`'s regime that are ahead of it.
+
+    A setting is ahead when it is at least as fast and as accurate (mean
+    over the seeds) and better on one of the two, with the same seeds.
+
+    >>> a = dict(regime="r", setting="a", speedup=1.5, delta_points=-1.0)
+    >>> b = dict(regime="r", setting="b", speedup=1.2, delta_points=-2.0)
+    >>> [dominating(b, [a, b]), dominating(a, [a, b])]
+    [['a'], []]
+    """
+    return [
+        other["setting"]
+        for other in summary
+        if other["regime"] == entry["regime"]
+        and other is not entry
+        and other.get("seeds") == entry.get("seeds")
+        and other["speedup"] >= entry["speedup"]
+        and other["delta_points"] >= entry["delta_points"]
+        and (
+            other["speedup"] > entry["speedup"]
+            or other["delta_points"] > entry["delta_points"]
+        )
+    ]
 
 
 def _sd(values):
@@ -341,8 +369,8 @@ def format_table(summary):
     lines = [
         "| regime | setting | seeds | speed-up | accuracy change (points) "
         "| baseline noise (sd) | FLOPs saved | first freeze after epoch "
-        "| units frozen |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| units frozen | behind |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in sorted(summary, key=lambda s: (s["regime"], -s["speedup"])):
         first = "-" if s["first_freeze"] is None else f"{s['first_freeze']:.1f}"
@@ -351,7 +379,8 @@ def format_table(summary):
             f"{s['speedup']:.2f}x +- {s['speedup_sd']:.2f} | "
             f"{s['delta_points']:+.2f} +- {s['delta_sd']:.2f} | "
             f"{s['noise_points']:.2f} | {100 * s['flops_saved']:.1f} % | "
-            f"{first} | {s['frozen_units']:.1f} |"
+            f"{first} | {s['frozen_units']:.1f} | "
+            f"{', '.join(s['dominated_by']) or '-'} |"
         )
     return "\n".join(lines)
 

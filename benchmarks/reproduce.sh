@@ -2,9 +2,10 @@
 # Every figure of the README's "Results", in the order they were run there:
 # bash benchmarks/reproduce.sh [name ...]   (names: observe frontier-resnet20
 # frontier-finetune frontier-vgg11 frontier-augment frontier-dropout
-# frontier-report resnet20 vgg11 mnist replay jit deep). Results go to
-# outputs/<name>/; the frontier's runs to benchmarks/results/ (resumed where
-# a run stopped).
+# frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout
+# v04-vgg11-augment v04-report growth resnet20 vgg11 mnist replay jit
+# deep). Results go to outputs/<name>/; the frontier's runs to
+# benchmarks/results/ (resumed where a run stopped).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
        --batch_size=128)
@@ -26,6 +27,12 @@ SETTINGS=(--setting=scores --setting=aggressive
           --setting=consistency:threshold=0.5
           --setting=autofreeze --setting=freezeout --setting=freezeout:t0=0.5)
 RESULTS=benchmarks/results
+# Version 0.4 (one trace per step and cut, validation on cached features):
+# the default against fresh baselines, FreezeOut and AutoFreeze's rule, in
+# the library's own configuration (no --nocache_validation).
+V04="$RESULTS/0.4"
+COMPARE=(--setting=default --setting=freezeout --setting=autofreeze
+         --setting=aggressive)
 PRETRAINED=outputs/pretrain/resnet20_w0.5_classes0-4.weights.h5
 frontier() {
   taskset -c 0 python -m benchmarks.frontier "${FRONTIER[@]}" "$@"
@@ -62,9 +69,40 @@ run() {
              --regime=resnet20-dropout --setting=scores@stem_dropout=train \
              --setting=scores@stem_dropout=inference \
              --results="$RESULTS/frontier_resnet20_dropout.jsonl" ;;
+    v04-resnet20) frontier --model=resnet20 --epochs=30 --regime=resnet20 \
+             "${COMPARE[@]}" --results="$V04/frontier_resnet20.jsonl" ;;
+    v04-finetune) frontier --model=resnet20 --classes=5-9 \
+             --init_weights="$PRETRAINED" --epochs=15 --learning_rate=0.01 \
+             --regime=finetune "${COMPARE[@]}" \
+             --results="$V04/frontier_finetune.jsonl" ;;
+    v04-augment) frontier --model=resnet20 --epochs=30 --augment \
+             --regime=resnet20-augment --setting=default \
+             --results="$V04/frontier_resnet20_augment.jsonl" ;;
+    v04-vgg11-augment) frontier --model=vgg11 --epochs=30 --augment \
+             --regime=vgg11-augment --setting=default \
+             --results="$V04/frontier_vgg11_augment.jsonl" ;;
+    # The default confirmed at full width on images no choice was made on:
+    # 5,000 training images, the 5,000 held-out validation images.
+    v04-holdout) taskset -c 0 python -m benchmarks.frontier \
+             --dataset=shared:cifar10 --image_size=32 --width=1.0 \
+             --batch_size=128 --seeds=0,1 --threads=1 --holdout \
+             --max_train=5000 --model=resnet20 --epochs=30 \
+             --regime=resnet20-full-holdout --setting=default \
+             --results="$V04/holdout_resnet20.jsonl" ;;
+    v04-report) python -m benchmarks.frontier --report \
+             --results="$(ls "$V04"/*.jsonl | paste -sd,)" \
+             --plot="$V04/frontier.png" ;;
     frontier-report) python -m benchmarks.frontier --report \
              --results="$(ls "$RESULTS"/frontier_*.jsonl | paste -sd,)" \
              --plot="$RESULTS/frontier.png" ;;
+    # What a growth of the stem costs: a fixed plan that grows it four
+    # times; the epochs' seconds, on one core with one thread.
+    growth) TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 taskset -c 0 \
+             python -m examples.train --model=resnet20 --width=0.5 \
+             --dataset=shared:cifar10 --image_size=32 --max_train=4000 \
+             --max_val=2000 --batch_size=128 --epochs=9 --policy=fixed \
+             --schedule=3:1,4:2,5:3,6:5,7:8 --verbose=0 \
+             --output_dir=outputs/growth ;;
     resnet20) python -m examples.compare --model=resnet20 --width=1.0 \
              "${CIFAR[@]}" --epochs=10 --output_dir=outputs/resnet20 ;;
     vgg11) python -m examples.compare --model=vgg11 --width=0.5 \
@@ -88,6 +126,6 @@ run() {
     *) echo "unknown experiment: $1" >&2; return 2 ;;
   esac
 }
-for name in "${@:-observe frontier-resnet20 frontier-finetune frontier-vgg11 frontier-augment frontier-dropout frontier-report}"; do
+for name in "${@:-observe frontier-resnet20 frontier-finetune frontier-vgg11 frontier-augment frontier-dropout frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout v04-vgg11-augment v04-report}"; do
   for one in $name; do run "$one"; done
 done

@@ -69,6 +69,29 @@ class FrontierTest(tf.test.TestCase):
             finally:
                 FLAGS["policy_args"].unparse()
 
+    def test_a_setting_is_behind_one_faster_and_more_accurate(self):
+        def entry(setting, speedup, delta, regime="r", seeds=2):
+            return dict(
+                regime=regime,
+                setting=setting,
+                speedup=speedup,
+                delta_points=delta,
+                seeds=seeds,
+            )
+
+        default = entry("default", 1.3, -0.2)
+        summary = [
+            default,
+            entry("faster_worse", 1.6, -3.0),
+            entry("equal", 1.3, -0.2),
+            entry("ahead", 1.4, -0.2),
+            entry("ahead_elsewhere", 2.0, 0.0, regime="other"),
+            entry("ahead_one_seed", 2.0, 0.0, seeds=1),
+        ]
+
+        self.assertEqual(frontier.dominating(default, summary), ["ahead"])
+        self.assertEqual(frontier.dominating(summary[1], summary), [])
+
     def test_runs_resume_and_report_pairs_with_the_baseline(self):
         results = os.path.join(self.get_temp_dir(), "tiny.jsonl")
         plot = os.path.join(self.get_temp_dir(), "frontier.png")
@@ -105,5 +128,9 @@ class FrontierTest(tf.test.TestCase):
         self.assertEqual(image.imread(plot).ndim, 3)
         self.assertIn(
             "| tiny | fixed:1:2 | 1 |", frontier.format_table([summary])
+        )
+        self.assertEqual(summary["dominated_by"], [])
+        self.assertTrue(
+            frontier.format_table([summary]).endswith(" | - |")
         )
         json.dumps(rows)  # The file's rows stay JSON.
