@@ -69,8 +69,12 @@ run() {
              --regime=resnet20-dropout --setting=scores@stem_dropout=train \
              --setting=scores@stem_dropout=inference \
              --results="$RESULTS/frontier_resnet20_dropout.jsonl" ;;
+    # With a fixed plan (3, 5, then 8 units after 40, 50 and 60 % of the
+    # run) and a threshold faster than aggressive()'s.
     v04-resnet20) frontier --model=resnet20 --epochs=30 --regime=resnet20 \
-             "${COMPARE[@]}" --results="$V04/frontier_resnet20.jsonl" ;;
+             "${COMPARE[@]}" --setting=fixed:12:3,15:5,18:8 \
+             --setting=scores:threshold=0.7 \
+             --results="$V04/frontier_resnet20.jsonl" ;;
     v04-finetune) frontier --model=resnet20 --classes=5-9 \
              --init_weights="$PRETRAINED" --epochs=15 --learning_rate=0.01 \
              --regime=finetune "${COMPARE[@]}" \
