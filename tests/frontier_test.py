@@ -130,7 +130,5 @@ class FrontierTest(tf.test.TestCase):
             "| tiny | fixed:1:2 | 1 |", frontier.format_table([summary])
         )
         self.assertEqual(summary["dominated_by"], [])
-        self.assertTrue(
-            frontier.format_table([summary]).endswith(" | - |")
-        )
+        self.assertTrue(frontier.format_table([summary]).endswith(" | - |"))
         json.dumps(rows)  # The file's rows stay JSON.
