@@ -350,7 +350,7 @@ def dominating(entry, summary):
         for other in summary
         if other["regime"] == entry["regime"]
         and other is not entry
-        and other.get("seeds") == entry.get("seeds")
+        and other["seeds"] == entry["seeds"]
         and other["speedup"] >= entry["speedup"]
         and other["delta_points"] >= entry["delta_points"]
         and (

@@ -111,8 +111,12 @@ class HeadStepTest(tf.test.TestCase):
         step = train_step.HeadStep(model, chain, 2, jit_compile=False)
         features = step.stem_features(self.x)
         y = tf.constant(self.y)
-        names = ("replay_step", "eval_replay_step", "stem_step")
-        names += ("eval_stem_step",)
+        names = (
+            "replay_step",
+            "eval_replay_step",
+            "stem_step",
+            "eval_stem_step",
+        )
         counts = []
         for size in (10, 6):
             indices = tf.range(16 - size, 16)
