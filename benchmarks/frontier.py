@@ -277,7 +277,8 @@ def summarize(rows):
         points), `flops_saved`, `first_freeze` (mean epoch of the first
         freeze, counted from 1), `frozen_units`, `noise_points` (the
         baseline's seed-to-seed standard deviation of accuracy, in points)
-        and `baseline_accuracy`, and `dominated_by` (see `dominating`).
+        and `baseline_accuracy`, `per_seed` (`{seed: (speed-up, accuracy
+        change)}`) and `dominated_by` (see `dominating`).
     """
     baselines = {
         (r["regime"], r["seed"]): r for r in rows if r["setting"] == BASELINE
@@ -327,6 +328,10 @@ def summarize(rows):
                 ),
                 "noise_points": _sd(base_acc),
                 "baseline_accuracy": float(np.mean(base_acc)),
+                "per_seed": {
+                    r["seed"]: (speedup, delta)
+                    for (r, _), speedup, delta in zip(pairs, speedups, deltas)
+                },
             }
         )
     for s in summary:
@@ -337,27 +342,49 @@ def summarize(rows):
 def dominating(entry, summary):
     """Returns the settings of `entry`'s regime that are ahead of it.
 
-    A setting is ahead when it is at least as fast and as accurate (mean
-    over the seeds) and better on one of the two, with the same seeds.
+    A setting is ahead when it is at least as fast and as accurate and
+    better on one of the two, in the means over the seeds both ran (from
+    `per_seed`; entries without it compare only with the same number of
+    seeds).
 
     >>> a = dict(regime="r", setting="a", speedup=1.5, delta_points=-1.0)
     >>> b = dict(regime="r", setting="b", speedup=1.2, delta_points=-2.0)
     >>> [dominating(b, [a, b]), dominating(a, [a, b])]
     [['a'], []]
     """
-    return [
-        other["setting"]
-        for other in summary
-        if other["regime"] == entry["regime"]
-        and other is not entry
-        and other["seeds"] == entry["seeds"]
-        and other["speedup"] >= entry["speedup"]
-        and other["delta_points"] >= entry["delta_points"]
-        and (
-            other["speedup"] > entry["speedup"]
-            or other["delta_points"] > entry["delta_points"]
+    ahead = []
+    for other in summary:
+        if other is entry or other["regime"] != entry["regime"]:
+            continue
+        means = _paired_means(entry, other)
+        if means is None:
+            continue
+        (speedup, delta), (other_speedup, other_delta) = means
+        if (
+            other_speedup >= speedup
+            and other_delta >= delta
+            and (other_speedup > speedup or other_delta > delta)
+        ):
+            ahead.append(other["setting"])
+    return ahead
+
+
+def _paired_means(a, b):
+    """(speed-up, accuracy change) of `a` and `b` over their common seeds."""
+    if "per_seed" not in a or "per_seed" not in b:
+        if a.get("seeds") != b.get("seeds"):
+            return None
+        return (
+            (a["speedup"], a["delta_points"]),
+            (b["speedup"], b["delta_points"]),
         )
-    ]
+    common = sorted(set(a["per_seed"]) & set(b["per_seed"]))
+    if not common:
+        return None
+    return tuple(
+        tuple(np.mean([e["per_seed"][s][i] for s in common]) for i in (0, 1))
+        for e in (a, b)
+    )
 
 
 def _sd(values):

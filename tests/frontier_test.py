@@ -6,6 +6,7 @@ import os
 from absl import app
 from absl import flags
 from absl.testing import flagsaver
+import numpy as np
 from matplotlib import image
 
 from benchmarks import frontier
@@ -91,6 +92,30 @@ class FrontierTest(tf.test.TestCase):
 
         self.assertEqual(frontier.dominating(default, summary), ["ahead"])
         self.assertEqual(frontier.dominating(summary[1], summary), [])
+
+    def test_settings_with_more_seeds_compare_on_the_common_ones(self):
+        def entry(setting, per_seed):
+            return dict(
+                regime="r",
+                setting=setting,
+                seeds=len(per_seed),
+                speedup=float(np.mean([s for s, _ in per_seed.values()])),
+                delta_points=float(np.mean([d for _, d in per_seed.values()])),
+                per_seed=per_seed,
+            )
+
+        # Over seeds 0-3 `four` is ahead of `two` on average, but not on
+        # the two seeds `two` ran; `late` ran other seeds only.
+        four = entry("four", {0: (1.3, -1.0), 1: (1.3, -1.0), 2: (1.3, 2.0),
+                              3: (1.3, 2.0)})  # fmt: skip
+        two = entry("two", {0: (1.2, -0.5), 1: (1.2, -0.5)})
+        late = entry("late", {5: (2.0, 1.0)})
+        summary = [four, two, late]
+
+        self.assertEqual(frontier.dominating(two, summary), [])
+        self.assertEqual(frontier.dominating(four, summary), [])
+        two["per_seed"] = {0: (1.4, -0.5), 1: (1.4, -0.5)}
+        self.assertEqual(frontier.dominating(four, summary), ["two"])
 
     def test_runs_resume_and_report_pairs_with_the_baseline(self):
         results = os.path.join(self.get_temp_dir(), "tiny.jsonl")
