@@ -3,10 +3,10 @@
 import json
 import os
 
+import numpy as np
 from absl import app
 from absl import flags
 from absl.testing import flagsaver
-import numpy as np
 from matplotlib import image
 
 from benchmarks import frontier
