@@ -387,6 +387,44 @@ def _paired_means(a, b):
     )
 
 
+def paired_noise(summary):
+    """Returns `{regime: (sd, degrees of freedom)}` of one paired change.
+
+    How far one seed's accuracy change falls from its setting's mean over
+    the seeds, pooled over the regime's settings:
+    `sqrt(sum (d_s - mean d)^2 / sum (n - 1))`. Two runs of one seed agree
+    until the first freeze and then part, so this is the noise of a single
+    paired measurement; the mean of `n` seeds carries about `sd / sqrt(n)`.
+
+    >>> paired_noise([dict(regime="r", per_seed={0: (1, -1.0), 1: (1, 1.0)}),
+    ...               dict(regime="r", per_seed={0: (1, 0.0)})])
+    {'r': (1.4142135623730951, 1)}
+    """
+    squares = {}
+    for entry in summary:
+        deltas = [delta for _, delta in entry["per_seed"].values()]
+        total, freedom = squares.get(entry["regime"], (0.0, 0))
+        squares[entry["regime"]] = (
+            total + float(np.sum((np.subtract(deltas, np.mean(deltas))) ** 2)),
+            freedom + len(deltas) - 1,
+        )
+    return {
+        regime: (float(np.sqrt(total / freedom)), freedom)
+        for regime, (total, freedom) in sorted(squares.items())
+        if freedom
+    }
+
+
+def format_noise(summary):
+    """Returns one printed line per regime with its `paired_noise`."""
+    return "\n".join(
+        f"{regime}: one paired accuracy change varies by {sd:.2f} points "
+        f"(pooled sd, {freedom} degrees of freedom); a mean of 2 seeds by "
+        f"about {sd / np.sqrt(2):.2f}, of 4 by {sd / 2:.2f}"
+        for regime, (sd, freedom) in paired_noise(summary).items()
+    )
+
+
 def _sd(values):
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
@@ -457,6 +495,7 @@ def main(argv):
     if FLAGS.report:
         summary = summarize(read_results(FLAGS.results))
         print(format_table(summary))
+        print(format_noise(summary))
         if FLAGS.plot:
             plot(summary, FLAGS.plot)
         return

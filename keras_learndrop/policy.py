@@ -400,10 +400,13 @@ class LearnDropScores(_StreakPolicy):
 
     @classmethod
     def aggressive(cls, **kwargs):
-        """Returns the faster published setting, `threshold=0.5`.
+        """Returns the faster published setting, `threshold=0.7`.
 
-        A unit freezes once at most half of its learning is still to come.
-        See the README's frontier for what it gained and cost.
+        A unit freezes once at most 70 % of its learning is still to come,
+        all the stem at once: ResNet-20 from scratch trains about 2.9x
+        faster for about a point of accuracy, but with random augmentation
+        or on VGG-11 the early freeze costs far more. See the README's
+        frontier for what it gained and cost in each regime.
 
         Args:
             **kwargs: Arguments of `LearnDropScores` to change.
@@ -740,7 +743,7 @@ class FixedSchedule(FreezePolicy):
 
 # The settings chosen from the frontier (README, "Choosing the policy").
 DEFAULT_SCORES = {"last_unit_threshold": 0.02}
-AGGRESSIVE_SCORES = {"threshold": 0.5}
+AGGRESSIVE_SCORES = {"threshold": 0.7}
 
 POLICIES = {
     cls.__name__: cls

@@ -117,6 +117,23 @@ class FrontierTest(tf.test.TestCase):
         two["per_seed"] = {0: (1.4, -0.5), 1: (1.4, -0.5)}
         self.assertEqual(frontier.dominating(four, summary), ["two"])
 
+    def test_paired_noise_pools_the_spread_of_each_settings_seeds(self):
+        summary = [
+            dict(regime="r", per_seed={0: (1.2, -1.0), 1: (1.2, 1.0)}),
+            dict(
+                regime="r",
+                per_seed={0: (2.0, -3.0), 1: (2.0, -1.0), 2: (2.0, -2.0)},
+            ),  # fmt: skip
+            dict(regime="one_seed", per_seed={0: (1.5, 0.0)}),
+        ]
+
+        # Squares around each mean: 1 + 1, then 1 + 1 + 0; 1 + 2 degrees.
+        self.assertEqual(
+            frontier.paired_noise(summary), {"r": (np.sqrt(4 / 3), 3)}
+        )
+        self.assertIn("r: one paired accuracy change varies by 1.15 points",
+                      frontier.format_noise(summary))  # fmt: skip
+
     def test_runs_resume_and_report_pairs_with_the_baseline(self):
         results = os.path.join(self.get_temp_dir(), "tiny.jsonl")
         plot = os.path.join(self.get_temp_dir(), "frontier.png")

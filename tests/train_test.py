@@ -256,7 +256,7 @@ class PolicyFlagsTest(parameterized.TestCase):
         ("scores", "scores", "", "LearnDropScores",
          {"threshold": 0.25, "last_unit_threshold": None}),
         ("aggressive", "aggressive", "", "LearnDropScores",
-         {"threshold": 0.5, "last_unit_threshold": None}),
+         {"threshold": 0.7, "last_unit_threshold": None}),
         (
             "consistency",
             "consistency",
