@@ -94,7 +94,9 @@ class LearnDrop(keras.callbacks.Callback):
         augmented_inputs: Boolean. Declare that the input pipeline draws
             random augmentations, so a cached view would be stale. Random
             layers in the stem (`RandomFlip`, `Dropout`, ...) are detected
-            without it. Defaults to `False`.
+            without it. The default policy does not freeze under random
+            augmentation (`freeze_augmented=False`, see `FreezePolicy`).
+            Defaults to `False`.
         augmented_views: Integer >= 0. With random inputs or a random stem:
             `0` runs the stem forward every epoch (exact, slower); `K > 0`
             caches `K` augmented views, filled in `K` epochs and replayed in
@@ -249,6 +251,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._trainable = {}  # id(layer) -> the user's `trainable` flag.
         self._run_seed = None
         self._cache_note = None  # Why this fit does not cache, or None.
+        self._augmented = False  # Whether the training inputs are random.
         self._cache = None
         self._budget = None  # Bytes for both caches, once known.
         self._validation = None  # `validation.ValidationFunction`.
@@ -309,6 +312,19 @@ class LearnDrop(keras.callbacks.Callback):
             else int(np.random.randint(0, 2**31 - 1))
         )
         self._cache_note = self._cache_refusal()
+        self._augmented = self._inputs_augmented()
+        if self._augmented and not self._policy.freeze_augmented:
+            note = (
+                "the training inputs are randomly augmented, and the policy "
+                "does not freeze then (`freeze_augmented=False`, the "
+                "default's setting: every freeze measured under random "
+                "augmentation cost accuracy). To trade accuracy for speed, "
+                "pass a policy with `freeze_augmented=True`, e.g. "
+                "`LearnDropScores.default(freeze_augmented=True)`"
+            )
+            self.history.note(note)
+            if self.verbose:
+                report.print_line(f"LearnDrop: {note}.")
         self._jit = train_step.resolve_jit_compile(self.jit_compile)
         self._freeze(self._policy.stem_size)
         self._check_stochastic_stem()
@@ -689,6 +705,14 @@ class LearnDrop(keras.callbacks.Callback):
             ]
         return self.augmented_inputs or bool(random_layers)
 
+    def _inputs_augmented(self):
+        """Whether this fit's training inputs are randomly augmented."""
+        layers = keras_internals.flatten_layers(self.model)
+        return self.augmented_inputs or any(
+            keras_internals.is_input_augmentation(layer)
+            for layer in stem_cache.stochastic_layers(layers)
+        )
+
     def _cache_refusal(self):
         """Returns why features cannot be cached in this fit, or None."""
         if self.cache == "off":
@@ -812,6 +836,7 @@ class LearnDrop(keras.callbacks.Callback):
                 path=path,
                 learning_rate=learning_rate,
                 remaining_learning_rate=remaining,
+                augmented=self._augmented,
             )
         )
         scores = {

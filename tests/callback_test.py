@@ -5,6 +5,7 @@ import csv
 import glob
 import io
 import os
+import warnings
 
 import numpy as np
 from absl.testing import parameterized
@@ -508,6 +509,51 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         expected = float(tf.reduce_sum(tf.cast(features, "float64")))
         for _, total in log.epochs[1:]:
             self.assertAllClose(total, expected, rtol=1e-5)
+
+    @parameterized.named_parameters(
+        ("layer_in_the_model", True, False),
+        ("declared_pipeline", False, True),
+    )
+    def test_default_policy_does_not_freeze_augmented_inputs(
+        self, flip_layer, augmented_inputs
+    ):
+        front = [keras.layers.RandomFlip("horizontal", seed=1)]
+        # Settled at every evaluation: it would freeze after the first.
+        eager = dict(
+            threshold=1.0, patience=1, warmup=0, last_unit_threshold=None
+        )
+        histories = {}
+        for freeze_augmented in (False, True):
+            keras.utils.set_random_seed(0)
+            model = self._model(front=front if flip_layer else [])
+            callback = keras_learndrop.LearnDrop(
+                policy=keras_learndrop.LearnDropScores.default(
+                    freeze_augmented=freeze_augmented, **eager
+                ),
+                augmented_inputs=augmented_inputs,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # The cache's refusal.
+                _fit(model, callback, self.x, self.y, 3)
+            histories[freeze_augmented] = callback.history
+
+        held = histories[False]
+        self.assertEqual([e.frozen_units for e in held.epochs], [0, 0, 0])
+        self.assertEqual({e.mode for e in held.epochs}, {"full"})
+        self.assertIn("freeze_augmented=True", held.notes[0])
+        self.assertEqual(histories[True].epochs[-1].frozen_units, 3)
+        self.assertEqual(histories[True].epochs[-1].mode, "stem_forward")
+
+    def test_dropout_alone_is_no_augmentation(self):
+        model = self._model(front=[keras.layers.Dropout(0.5, seed=1)])
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.LearnDropScores.default(
+                threshold=1.0, patience=1, warmup=0, last_unit_threshold=None
+            ),
+            stem_dropout="inference",
+        )
+        _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(callback.history.epochs[-1].frozen_units, 3)
 
     def test_stem_dropout_train_runs_the_stem_forward(self):
         model = self._model(front=[keras.layers.Dropout(0.5, seed=1)])

@@ -7,6 +7,7 @@ a small share of its path, and its net change per unit of learning rate
 falls well below its earlier drift.
 """
 
+import dataclasses
 import json
 import math
 
@@ -120,6 +121,23 @@ class SafeguardsTest(tf.test.TestCase, parameterized.TestCase):
 
         # Epoch index 2 ends 30 % of the run.
         self.assertEqual(sizes, [0, 0, 3, 3])
+
+    def test_augmented_inputs_hold_a_policy_that_does_not_freeze_them(self):
+        def sizes(augmented, **kwargs):
+            always = policy.LearnDropScores(
+                threshold=1.0, patience=1, warmup=0, **kwargs
+            )
+            observations = [
+                dataclasses.replace(_observe(e, [0.0] * 4), augmented=augmented)
+                for e in range(3)
+            ]
+            return _run(always, observations)
+
+        self.assertEqual(sizes(True, freeze_augmented=False), [0, 0, 0])
+        self.assertEqual(sizes(False, freeze_augmented=False), [3, 3, 3])
+        self.assertEqual(sizes(True), [3, 3, 3])
+        self.assertFalse(policy.LearnDropScores.default().freeze_augmented)
+        self.assertTrue(policy.LearnDropScores.aggressive().freeze_augmented)
 
     def test_max_new_units_bounds_each_decision(self):
         always = policy.LearnDropScores(
@@ -473,7 +491,9 @@ class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIsInstance(default, policy.LearnDropScores)
         self.assertEqual(
             default.get_config(),
-            policy.LearnDropScores(last_unit_threshold=0.02).get_config(),
+            policy.LearnDropScores(
+                last_unit_threshold=0.02, freeze_augmented=False
+            ).get_config(),
         )
 
 
@@ -507,6 +527,8 @@ class ArgumentsTest(parameterized.TestCase):
          ValueError, "start_fraction=-0.1"),
         ("new_units_zero", policy.AutoFreezeRule, dict(max_new_units=0),
          ValueError, "max_new_units=0"),
+        ("augmented_str", policy.FreezeOut, dict(freeze_augmented="no"),
+         TypeError, "freeze_augmented='no'"),
         ("t0_zero", policy.FreezeOut, dict(t0=0), ValueError, "t0=0"),
         ("unknown", policy.LearnDropScores, dict(thresold=0.5), TypeError,
          "thresold"),
