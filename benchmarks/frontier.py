@@ -391,17 +391,21 @@ def paired_noise(summary):
     """Returns `{regime: (sd, degrees of freedom)}` of one paired change.
 
     How far one seed's accuracy change falls from its setting's mean over
-    the seeds, pooled over the regime's settings:
+    the seeds, pooled over the regime's settings that froze something:
     `sqrt(sum (d_s - mean d)^2 / sum (n - 1))`. Two runs of one seed agree
     until the first freeze and then part, so this is the noise of a single
     paired measurement; the mean of `n` seeds carries about `sd / sqrt(n)`.
+    (A setting that froze nothing ends where its baseline does.)
 
-    >>> paired_noise([dict(regime="r", per_seed={0: (1, -1.0), 1: (1, 1.0)}),
-    ...               dict(regime="r", per_seed={0: (1, 0.0)})])
+    >>> paired_noise([dict(regime="r", frozen_units=8,
+    ...                    per_seed={0: (1, -1.0), 1: (1, 1.0)}),
+    ...               dict(regime="r", frozen_units=8, per_seed={0: (1, 0.0)})])
     {'r': (1.4142135623730951, 1)}
     """
     squares = {}
     for entry in summary:
+        if not entry["frozen_units"]:
+            continue
         deltas = [delta for _, delta in entry["per_seed"].values()]
         total, freedom = squares.get(entry["regime"], (0.0, 0))
         squares[entry["regime"]] = (

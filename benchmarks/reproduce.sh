@@ -3,8 +3,8 @@
 # bash benchmarks/reproduce.sh [name ...]   (names: observe frontier-resnet20
 # frontier-finetune frontier-vgg11 frontier-augment frontier-dropout
 # frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout
-# v04-vgg11-augment v04-report growth resnet20 vgg11 mnist replay jit
-# deep). Results go to outputs/<name>/; the frontier's runs to
+# v04-vgg11-augment v04-vgg11 v05-seeds v04-report growth resnet20 vgg11
+# mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
@@ -20,7 +20,8 @@ FRONTIER=(--dataset=shared:cifar10 --image_size=32 --width=0.5
           --batch_size=128 --seeds=0,1 --tune_train=4000 --tune_val=2000
           --threads=1)
 WHOLE_VALIDATION=(--nocache_validation)
-SETTINGS=(--setting=scores --setting=aggressive
+# `aggressive()` was threshold 0.5 until version 0.5 (threshold 0.7 since).
+SETTINGS=(--setting=scores --setting=scores:threshold=0.5
           --setting=scores:relative=False
           --setting=scores:threshold=0.5,relative=False
           --setting=scores:threshold=1.0,relative=False
@@ -32,7 +33,7 @@ RESULTS=benchmarks/results
 # the library's own configuration (no --nocache_validation).
 V04="$RESULTS/0.4"
 COMPARE=(--setting=default --setting=freezeout --setting=autofreeze
-         --setting=aggressive)
+         --setting=scores:threshold=0.5 --setting=aggressive)
 PRETRAINED=outputs/pretrain/resnet20_w0.5_classes0-4.weights.h5
 frontier() {
   taskset -c 0 python -m benchmarks.frontier "${FRONTIER[@]}" "$@"
@@ -70,21 +71,45 @@ run() {
              --setting=scores@stem_dropout=inference \
              --results="$RESULTS/frontier_resnet20_dropout.jsonl" ;;
     # With a fixed plan (3, 5, then 8 units after 40, 50 and 60 % of the
-    # run) and a threshold faster than aggressive()'s.
+    # run).
     v04-resnet20) frontier --model=resnet20 --epochs=30 --regime=resnet20 \
              "${COMPARE[@]}" --setting=fixed:12:3,15:5,18:8 \
-             --setting=scores:threshold=0.7 \
              --results="$V04/frontier_resnet20.jsonl" ;;
     v04-finetune) frontier --model=resnet20 --classes=5-9 \
              --init_weights="$PRETRAINED" --epochs=15 --learning_rate=0.01 \
              --regime=finetune "${COMPARE[@]}" \
              --results="$V04/frontier_finetune.jsonl" ;;
+    # With augmentation the default of version 0.4 (since 0.5 the default
+    # does not freeze under augmentation).
     v04-augment) frontier --model=resnet20 --epochs=30 --augment \
-             --regime=resnet20-augment --setting=default \
+             --regime=resnet20-augment --setting=scores:last_unit_threshold=0.02 \
+             --setting=aggressive \
              --results="$V04/frontier_resnet20_augment.jsonl" ;;
     v04-vgg11-augment) frontier --model=vgg11 --epochs=30 --augment \
-             --regime=vgg11-augment --setting=default \
+             --regime=vgg11-augment --setting=scores:last_unit_threshold=0.02 \
              --results="$V04/frontier_vgg11_augment.jsonl" ;;
+    v04-vgg11) frontier --model=vgg11 --epochs=30 --regime=vgg11 \
+             --setting=default --setting=aggressive \
+             --results="$V04/frontier_vgg11.jsonl" ;;
+    # Seeds 2 and 3: the default of 0.4 and of 0.5 with augmentation, the
+    # default and aggressive() without, for means of four seeds.
+    v05-seeds)
+      local seeds=(--seeds=2,3)
+      frontier --model=resnet20 --epochs=30 --augment "${seeds[@]}" \
+             --regime=resnet20-augment \
+             --setting=scores:last_unit_threshold=0.02 --setting=default \
+             --results="$V04/frontier_resnet20_augment.jsonl"
+      frontier --model=vgg11 --epochs=30 --augment "${seeds[@]}" \
+             --regime=vgg11-augment \
+             --setting=scores:last_unit_threshold=0.02 --setting=default \
+             --results="$V04/frontier_vgg11_augment.jsonl"
+      frontier --model=resnet20 --epochs=30 "${seeds[@]}" \
+             --regime=resnet20 --setting=default --setting=aggressive \
+             --results="$V04/frontier_resnet20.jsonl"
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 "${seeds[@]}" \
+             --regime=finetune --setting=default --setting=aggressive \
+             --results="$V04/frontier_finetune.jsonl" ;;
     # The default confirmed at full width on images no choice was made on:
     # 5,000 training images, the 5,000 held-out validation images.
     v04-holdout) taskset -c 0 python -m benchmarks.frontier \
@@ -130,6 +155,6 @@ run() {
     *) echo "unknown experiment: $1" >&2; return 2 ;;
   esac
 }
-for name in "${@:-observe frontier-resnet20 frontier-finetune frontier-vgg11 frontier-augment frontier-dropout frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout v04-vgg11-augment v04-report}"; do
+for name in "${@:-observe frontier-resnet20 frontier-finetune frontier-vgg11 frontier-augment frontier-dropout frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout v04-vgg11-augment v04-vgg11 v05-seeds v04-report}"; do
   for one in $name; do run "$one"; done
 done

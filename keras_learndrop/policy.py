@@ -431,8 +431,8 @@ class LearnDropScores(_StreakPolicy):
         under a cosine schedule the whole stem freezes after about a fifth
         of the run. Meant for residual networks trained without random
         augmentation, and for fine-tuning: on the README's frontier
-        ResNet-20 from scratch trained about 2.9x faster for about a point
-        of accuracy, but VGG-11 lost 17 points and ResNet-20 with random
+        ResNet-20 from scratch trained 2.8x faster for 1.4 points of
+        accuracy, but VGG-11 lost 17 points and ResNet-20 with random
         augmentation 9 (the stem was not done learning there; its weights'
         movement does not tell).
 

@@ -118,21 +118,27 @@ class FrontierTest(tf.test.TestCase):
         self.assertEqual(frontier.dominating(four, summary), ["two"])
 
     def test_paired_noise_pools_the_spread_of_each_settings_seeds(self):
+        def entry(regime, per_seed, frozen_units=8.0):
+            return dict(
+                regime=regime, per_seed=per_seed, frozen_units=frozen_units
+            )
+
         summary = [
-            dict(regime="r", per_seed={0: (1.2, -1.0), 1: (1.2, 1.0)}),
-            dict(
-                regime="r",
-                per_seed={0: (2.0, -3.0), 1: (2.0, -1.0), 2: (2.0, -2.0)},
-            ),  # fmt: skip
-            dict(regime="one_seed", per_seed={0: (1.5, 0.0)}),
+            entry("r", {0: (1.2, -1.0), 1: (1.2, 1.0)}),
+            entry("r", {0: (2.0, -3.0), 1: (2.0, -1.0), 2: (2.0, -2.0)}),
+            entry("r", {0: (1.0, 0.0), 1: (1.0, 0.0)}, frozen_units=0.0),
+            entry("one_seed", {0: (1.5, 0.0)}),
         ]
 
-        # Squares around each mean: 1 + 1, then 1 + 1 + 0; 1 + 2 degrees.
+        # Squares around each mean: 1 + 1, then 1 + 1 + 0; 1 + 2 degrees;
+        # the setting that froze nothing does not count.
         self.assertEqual(
             frontier.paired_noise(summary), {"r": (np.sqrt(4 / 3), 3)}
         )
-        self.assertIn("r: one paired accuracy change varies by 1.15 points",
-                      frontier.format_noise(summary))  # fmt: skip
+        self.assertIn(
+            "r: one paired accuracy change varies by 1.15 points",
+            frontier.format_noise(summary),
+        )
 
     def test_runs_resume_and_report_pairs_with_the_baseline(self):
         results = os.path.join(self.get_temp_dir(), "tiny.jsonl")
