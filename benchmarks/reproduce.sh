@@ -109,7 +109,10 @@ run() {
       frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
              --epochs=15 --learning_rate=0.01 "${seeds[@]}" \
              --regime=finetune --setting=default --setting=aggressive \
-             --results="$V04/frontier_finetune.jsonl" ;;
+             --results="$V04/frontier_finetune.jsonl"
+      frontier --model=vgg11 --epochs=30 "${seeds[@]}" --regime=vgg11 \
+             --setting=default --setting=aggressive \
+             --results="$V04/frontier_vgg11.jsonl" ;;
     # The default confirmed at full width on images no choice was made on:
     # 5,000 training images, the 5,000 held-out validation images.
     v04-holdout) taskset -c 0 python -m benchmarks.frontier \
