@@ -343,12 +343,12 @@ def dominating(entry, summary):
     """Returns the settings of `entry`'s regime that are ahead of it.
 
     A setting is ahead when it is at least as fast and as accurate and
-    better on one of the two, in the means over the seeds both ran (from
-    `per_seed`; entries without it compare only with the same number of
-    seeds).
+    better on one of the two, in the means over the seeds both ran
+    (`per_seed` of `summarize`); settings without a seed in common are not
+    compared.
 
-    >>> a = dict(regime="r", setting="a", speedup=1.5, delta_points=-1.0)
-    >>> b = dict(regime="r", setting="b", speedup=1.2, delta_points=-2.0)
+    >>> a = dict(regime="r", setting="a", per_seed={0: (1.5, -1.0)})
+    >>> b = dict(regime="r", setting="b", per_seed={0: (1.2, -2.0)})
     >>> [dominating(b, [a, b]), dominating(a, [a, b])]
     [['a'], []]
     """
@@ -356,10 +356,11 @@ def dominating(entry, summary):
     for other in summary:
         if other is entry or other["regime"] != entry["regime"]:
             continue
-        means = _paired_means(entry, other)
-        if means is None:
+        common = set(entry["per_seed"]) & set(other["per_seed"])
+        if not common:
             continue
-        (speedup, delta), (other_speedup, other_delta) = means
+        speedup, delta = _means_over(entry, common)
+        other_speedup, other_delta = _means_over(other, common)
         if (
             other_speedup >= speedup
             and other_delta >= delta
@@ -369,22 +370,10 @@ def dominating(entry, summary):
     return ahead
 
 
-def _paired_means(a, b):
-    """(speed-up, accuracy change) of `a` and `b` over their common seeds."""
-    if "per_seed" not in a or "per_seed" not in b:
-        if a.get("seeds") != b.get("seeds"):
-            return None
-        return (
-            (a["speedup"], a["delta_points"]),
-            (b["speedup"], b["delta_points"]),
-        )
-    common = sorted(set(a["per_seed"]) & set(b["per_seed"]))
-    if not common:
-        return None
-    return tuple(
-        tuple(np.mean([e["per_seed"][s][i] for s in common]) for i in (0, 1))
-        for e in (a, b)
-    )
+def _means_over(entry, seeds):
+    """(speed-up, accuracy change) of `entry`, averaged over `seeds`."""
+    pairs = [entry["per_seed"][seed] for seed in seeds]
+    return tuple(float(np.mean(values)) for values in zip(*pairs))
 
 
 def paired_noise(summary):
@@ -409,7 +398,7 @@ def paired_noise(summary):
         deltas = [delta for _, delta in entry["per_seed"].values()]
         total, freedom = squares.get(entry["regime"], (0.0, 0))
         squares[entry["regime"]] = (
-            total + float(np.sum((np.subtract(deltas, np.mean(deltas))) ** 2)),
+            total + float(np.sum((np.subtract(deltas, np.mean(deltas)) ** 2))),
             freedom + len(deltas) - 1,
         )
     return {

@@ -71,13 +71,11 @@ class FrontierTest(tf.test.TestCase):
                 FLAGS["policy_args"].unparse()
 
     def test_a_setting_is_behind_one_faster_and_more_accurate(self):
-        def entry(setting, speedup, delta, regime="r", seeds=2):
+        def entry(setting, speedup, delta, regime="r", seeds=(0, 1)):
             return dict(
                 regime=regime,
                 setting=setting,
-                speedup=speedup,
-                delta_points=delta,
-                seeds=seeds,
+                per_seed={seed: (speedup, delta) for seed in seeds},
             )
 
         default = entry("default", 1.3, -0.2)
@@ -87,7 +85,7 @@ class FrontierTest(tf.test.TestCase):
             entry("equal", 1.3, -0.2),
             entry("ahead", 1.4, -0.2),
             entry("ahead_elsewhere", 2.0, 0.0, regime="other"),
-            entry("ahead_one_seed", 2.0, 0.0, seeds=1),
+            entry("ahead_on_other_seeds", 2.0, 0.0, seeds=(2,)),
         ]
 
         self.assertEqual(frontier.dominating(default, summary), ["ahead"])
@@ -95,14 +93,7 @@ class FrontierTest(tf.test.TestCase):
 
     def test_settings_with_more_seeds_compare_on_the_common_ones(self):
         def entry(setting, per_seed):
-            return dict(
-                regime="r",
-                setting=setting,
-                seeds=len(per_seed),
-                speedup=float(np.mean([s for s, _ in per_seed.values()])),
-                delta_points=float(np.mean([d for _, d in per_seed.values()])),
-                per_seed=per_seed,
-            )
+            return dict(regime="r", setting=setting, per_seed=per_seed)
 
         # Over seeds 0-3 `four` is ahead of `two` on average, but not on
         # the two seeds `two` ran; `late` ran other seeds only.
