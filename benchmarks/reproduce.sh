@@ -3,8 +3,8 @@
 # bash benchmarks/reproduce.sh [name ...]   (names: observe frontier-resnet20
 # frontier-finetune frontier-vgg11 frontier-augment frontier-dropout
 # frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout
-# v04-vgg11-augment v04-vgg11 v05-seeds v04-report growth resnet20 vgg11
-# mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
+# v04-vgg11-augment v04-vgg11 v05-seeds v04-report v06-observe
+# v06-observe-report growth resnet20 vgg11 mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
@@ -38,6 +38,22 @@ PRETRAINED=outputs/pretrain/resnet20_w0.5_classes0-4.weights.h5
 frontier() {
   taskset -c 0 python -m benchmarks.frontier "${FRONTIER[@]}" "$@"
 }
+# Version 0.6: each unit's drift on the probe set (benchmarks/observe_drift.py).
+V06="$RESULTS/0.6"
+observe_drift() {
+  taskset -c 0 python -m benchmarks.observe_drift "${FRONTIER[@]}" --seeds=0 \
+    --results="$V06/observe_drift.jsonl" "$@"
+}
+# Pre-trained on classes 0-4 (airplane ... deer), fine-tuned on 5-9.
+# 10,045 images of 0-4 leave a last batch of odd size, which crashes
+# oneDNN's kernels (see examples/train.py): pre-train without them.
+pretrain() {
+  [ -f "$PRETRAINED" ] || TF_ENABLE_ONEDNN_OPTS=0 taskset -c 0 python -m examples.train \
+         --dataset=shared:cifar10 --image_size=32 --model=resnet20 \
+         --width=0.5 --classes=0-4 --max_train=20000 --epochs=15 \
+         --batch_size=128 --nolearn_drop --verbose=0 \
+         --save_weights="$PRETRAINED" --output_dir=outputs/pretrain
+}
 run() {
   case "$1" in
     observe) frontier --model=resnet20 --epochs=30 --seeds=0 \
@@ -47,14 +63,7 @@ run() {
              --regime=resnet20 "${WHOLE_VALIDATION[@]}" "${SETTINGS[@]}" \
              --results="$RESULTS/frontier_resnet20.jsonl" ;;
     frontier-finetune)
-      # Pre-trained on classes 0-4 (airplane ... deer), fine-tuned on 5-9.
-      # 10,045 images of 0-4 leave a last batch of odd size, which crashes
-      # oneDNN's kernels (see examples/train.py): pre-train without them.
-      [ -f "$PRETRAINED" ] || TF_ENABLE_ONEDNN_OPTS=0 python -m examples.train \
-             --dataset=shared:cifar10 --image_size=32 --model=resnet20 \
-             --width=0.5 --classes=0-4 --max_train=20000 --epochs=15 \
-             --batch_size=128 --nolearn_drop --verbose=0 \
-             --save_weights="$PRETRAINED" --output_dir=outputs/pretrain
+      pretrain
       frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
              --epochs=15 --learning_rate=0.01 --regime=finetune \
              "${WHOLE_VALIDATION[@]}" \
@@ -121,6 +130,18 @@ run() {
              --max_train=5000 --model=resnet20 --epochs=30 \
              --regime=resnet20-full-holdout --setting=default \
              --results="$V04/holdout_resnet20.jsonl" ;;
+    v06-observe)
+      observe_drift --model=resnet20 --epochs=30 --regime=resnet20
+      observe_drift --model=vgg11 --epochs=30 --regime=vgg11
+      observe_drift --model=resnet20 --epochs=30 --augment \
+             --regime=resnet20-augment
+      pretrain
+      observe_drift --model=resnet20 --classes=5-9 \
+             --init_weights="$PRETRAINED" --epochs=15 --learning_rate=0.01 \
+             --regime=finetune ;;
+    v06-observe-report) python -m benchmarks.observe_drift --report \
+             --results="$V06/observe_drift.jsonl" \
+             --plot="$V06/observe_drift.png" ;;
     v04-report) python -m benchmarks.frontier --report \
              --results="$(ls "$V04"/*.jsonl | paste -sd,)" \
              --plot="$V04/frontier.png" ;;

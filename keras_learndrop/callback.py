@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from keras_learndrop import drift
 from keras_learndrop import flops
 from keras_learndrop import graph
 from keras_learndrop import keras_internals
@@ -181,6 +182,7 @@ class LearnDrop(keras.callbacks.Callback):
         seed=None,
         verbose=0,
         backup_dir=None,
+        probe_size=drift.DEFAULT_PROBE_SIZE,
     ):
         super().__init__()
         if policy is None:
@@ -208,6 +210,21 @@ class LearnDrop(keras.callbacks.Callback):
         if seed is not None:
             check_int("seed", seed, 0)
         check_int("verbose", verbose, 0)
+        check_int("probe_size", probe_size, 0)
+        if 0 < probe_size < 4:
+            raise ValueError(
+                "`probe_size` must be 0 (no drift measured) or at least 4 "
+                f"(the unbiased CKA needs 4 inputs). Received: "
+                f"probe_size={probe_size}."
+            )
+        if policy.uses_drift and not probe_size:
+            raise ValueError(
+                f"The policy {type(policy).__name__} decides on the units' "
+                "drift, which `probe_size=0` switches off. Pass "
+                f"`probe_size` >= 4 (the default is "
+                f"{drift.DEFAULT_PROBE_SIZE}) or another policy."
+            )
+        self.probe_size = probe_size
         self.policy = policy
         if backup_dir is not None and not isinstance(
             backup_dir, (str, os.PathLike)
@@ -262,6 +279,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._val_mode = ""  # How this epoch validated (`EpochRecord`).
         self._jit = False
         self._tracker = None
+        self._drift = None  # `drift.DriftTracker` of this fit, or None.
         self._step = None
         self._function = None
         self._data_steps = None  # Batches of a dataset of unknown length.
@@ -272,6 +290,7 @@ class LearnDrop(keras.callbacks.Callback):
         self._rates = None  # `scoring.LearningRates` of the optimizer.
         self._sample_every = 0  # Steps between samples of the weights.
         self._scoring_seconds = 0.0  # Spent measuring in this epoch.
+        self._drift_seconds = 0.0  # Of which on the probe set.
         self._show_all_logs = lambda: None  # Ends the progress bar filter.
 
     # ---- the fit call -------------------------------------------------
@@ -326,6 +345,7 @@ class LearnDrop(keras.callbacks.Callback):
             if self.verbose:
                 report.print_line(f"LearnDrop: {note}.")
         self._jit = train_step.resolve_jit_compile(self.jit_compile)
+        self._drift = self._start_drift()
         self._freeze(self._policy.stem_size)
         self._check_stochastic_stem()
         self._tracker = scoring.WeightTracker(
@@ -366,16 +386,19 @@ class LearnDrop(keras.callbacks.Callback):
         self._policy.build(len(units))
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._scoring_seconds = 0.0
+        self._drift_seconds = 0.0
         if self._first_epoch:
             self._first_epoch = False
             if not self._restore_state(epoch):
                 # `BackupAndRestore` may have loaded weights after this
                 # callback's `on_train_begin`: score from those.
                 self._tracker.snapshot()
+                self._measure_drift()
+                self._scoring_seconds += self._drift_seconds
                 self._reference_epoch = epoch - 1
             self._rates.start_interval()
         self._epoch_start = time.perf_counter()
-        self._scoring_seconds = 0.0
         self._val_mode = ""
         self._sample_every = _sample_interval(
             self._steps_per_epoch, self._policy.samples_per_epoch
@@ -404,6 +427,7 @@ class LearnDrop(keras.callbacks.Callback):
             self._evaluate(epoch, logs)
         record = self.history.epochs[-1]
         record.scoring_seconds = self._scoring_seconds
+        record.drift_seconds = self._drift_seconds
         record.validation_mode = self._val_mode
         record.forward_flops += self._extend_flops
         record.seconds = time.perf_counter() - self._epoch_start
@@ -614,7 +638,10 @@ class LearnDrop(keras.callbacks.Callback):
             cache_note=self._cache_note,
             reference_epoch=self._reference_epoch,
         )
-        self._backup.save(state, self._tracker.reference)
+        drift_state = None
+        if self._drift is not None:
+            drift_state = (self._drift.probe, self._drift.get_state())
+        self._backup.save(state, self._tracker.reference, drift_state)
 
     def _restore_state(self, epoch):
         """Resumes a crashed `fit` that `BackupAndRestore` restarts at epoch.
@@ -654,6 +681,7 @@ class LearnDrop(keras.callbacks.Callback):
         self.history = history
         self._run_seed = state.run_seed
         self._cache_note = self._cache_note or state.cache_note
+        self._restore_drift(state.epoch)
         self._freeze(self._policy.stem_size)
         self._check_stochastic_stem()
         self._tracker.snapshot()
@@ -662,6 +690,25 @@ class LearnDrop(keras.callbacks.Callback):
             self._reference_epoch = state.reference_epoch
             self._restore_reference()
         return True
+
+    def _restore_drift(self, epoch):
+        """Takes back the probe set and the Gram matrices after `epoch`."""
+        if self._drift is None:
+            return
+        try:
+            probe, grams = self._backup.load_drift(epoch)
+            tracker = drift.DriftTracker(self._chain, probe)
+            tracker.set_state(grams)
+        except (OSError, KeyError, ValueError) as error:
+            warnings.warn(
+                "LearnDrop: cannot read the probe set and Gram matrices of "
+                f"epoch {epoch + 1} from {self._backup.directory} ({error}); "
+                "the drift is measured afresh from the resumed epoch.",
+                stacklevel=2,
+            )
+            self._measure_drift()
+            return
+        self._drift = tracker
 
     def _restore_reference(self):
         try:
@@ -828,6 +875,7 @@ class LearnDrop(keras.callbacks.Callback):
         path = np.where(diverged, np.inf, path)
         epochs = (self.params or {}).get("epochs")
         remaining = self._rates.remaining(epoch, epochs, self._steps_per_epoch)
+        drift_values = self._measure_drift()
         new_stem = self._policy.update(
             policy_lib.Observation(
                 epoch=epoch,
@@ -837,6 +885,7 @@ class LearnDrop(keras.callbacks.Callback):
                 learning_rate=learning_rate,
                 remaining_learning_rate=remaining,
                 augmented=self._augmented,
+                drift=drift_values,
             )
         )
         scores = {
@@ -852,12 +901,17 @@ class LearnDrop(keras.callbacks.Callback):
                 scores,
                 new_stem,
                 remaining,
+                list(drift_values),
             )
         )
         for i in range(stem, len(change)):
             logs[report.unit_log_key("change", i, len(change))] = float(
                 change[i]
             )
+            if np.isfinite(drift_values[i]):
+                logs[report.unit_log_key("drift", i, len(change))] = float(
+                    drift_values[i]
+                )
             for name, values in scores.items():
                 logs[report.unit_log_key(name, i, len(change))] = values[i]
         self._scoring_seconds += time.perf_counter() - start
@@ -865,6 +919,42 @@ class LearnDrop(keras.callbacks.Callback):
             for index in range(stem, new_stem):
                 self.history.frozen_at[index] = epoch
             self._grow(stem, new_stem)
+
+    def _start_drift(self):
+        """Draws this fit's probe set; returns its `DriftTracker` or None.
+
+        The probe inputs come from the validation data when `fit`
+        validates, else from the training data.
+        """
+        if not self.probe_size:
+            return None
+        for data in keras_internals.fit_data(self.model):
+            probe = drift.draw_probe(data, self.probe_size, self._run_seed)
+            if probe is not None:
+                return drift.DriftTracker(self._chain, probe)
+        note = (
+            "no probe inputs could be read from the data of this fit (a "
+            "Python generator, or inputs that are dicts), so no unit's "
+            "drift is measured"
+        )
+        if self._policy.uses_drift:
+            note += (
+                f" and {type(self._policy).__name__} freezes nothing. Pass "
+                "the data as arrays, a `tf.data.Dataset` or a "
+                "`keras.utils.PyDataset`"
+            )
+        self.history.note(note)
+        warnings.warn(f"LearnDrop: {note}.", stacklevel=2)
+        return None
+
+    def _measure_drift(self):
+        """Returns each unit's drift since the last call (NaN: unmeasured)."""
+        if self._drift is None:
+            return np.full(len(self._chain), np.nan)
+        start = time.perf_counter()
+        values = self._drift.measure()
+        self._drift_seconds += time.perf_counter() - start
+        return values
 
     def _check_stochastic_stem(self):
         if (
@@ -941,6 +1031,8 @@ class LearnDrop(keras.callbacks.Callback):
     def _freeze(self, stem):
         for layer in self._chain.layers_of(0, stem):
             layer.trainable = False
+        if self._drift is not None:
+            self._drift.set_cut(stem)
         self._step = train_step.HeadStep(
             self.model, self._chain, stem, self._jit, self.stem_dropout
         )

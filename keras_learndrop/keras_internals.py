@@ -51,6 +51,10 @@ The `fit` call:
   `History` and `ProgbarLogger` it added), read off the call stack. A
   callback is handed only the model and `params`, never its fellow
   callbacks.
+- `fit_data`: the locals `val_x` and `x` of the TensorFlow trainer's
+  `fit` (after `validation_split` took its part), read off the call stack.
+  Callbacks are handed no data, and the probe set of `drift` is drawn from
+  them once per `fit` (before its epoch iterator reads anything).
 - `filter_progress_logs`: `CallbackList.callbacks`, and the
   `ProgbarLogger` printing its epoch's line from the `logs` it gets in
   `on_epoch_end`. All callbacks share one `logs` dict, and Keras has no
@@ -139,6 +143,24 @@ def fit_callbacks(model):
     if isinstance(callbacks, keras.callbacks.CallbackList):
         return callbacks
     return None
+
+
+def fit_data(model):
+    """Returns the inputs of the running `model.fit`: validation's, then x.
+
+    Args:
+        model: The `keras.Model` whose `fit` is running.
+
+    Returns:
+        A tuple of what `fit` validates on (its `val_x`) and trains on (its
+        `x`, without the part `validation_split` took), leaving out what
+        it does not have; empty outside a `fit` of `model`.
+    """
+    return tuple(
+        data
+        for data in (_fit_local(model, "val_x"), _fit_local(model, "x"))
+        if data is not None
+    )
 
 
 def _fit_local(model, name):

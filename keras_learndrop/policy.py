@@ -45,6 +45,7 @@ import math
 
 import numpy as np
 
+from keras_learndrop import drift as drift_lib
 from keras_learndrop import scoring
 from keras_learndrop.checks import check_bool
 from keras_learndrop.checks import check_int
@@ -79,6 +80,12 @@ class Observation:
         augmented: Boolean. Whether the training inputs are randomly
             augmented: LearnDrop's `augmented_inputs=True`, or Keras's
             random image augmentation layers in the model.
+        drift: Float array or `None`, one per unit: how far the unit's
+            output on the probe set moved since the last evaluation,
+            `1 - CKA` (see `keras_learndrop.drift`). `NaN` for frozen units
+            and where nothing was measured (the first evaluation of a
+            `fit`); `None` when LearnDrop measures no drift
+            (`probe_size=0`).
     """
 
     epoch: int
@@ -88,6 +95,17 @@ class Observation:
     learning_rate: float | None = None
     remaining_learning_rate: float | None = None
     augmented: bool = False
+    drift: np.ndarray | None = None
+
+    @property
+    def relative_drift(self):
+        """Each unit's drift over the last unit's (`drift.relative_drift`).
+
+        `None` without drift.
+        """
+        if self.drift is None:
+            return None
+        return drift_lib.relative_drift(self.drift)
 
     @property
     def progress(self):
@@ -125,6 +143,8 @@ class FreezePolicy:
         samples_per_epoch: Integer. How many times per epoch LearnDrop
             samples the weights' path between evaluations (1: only at
             epoch ends).
+        uses_drift: Boolean. Whether the policy decides on
+            `Observation.drift` (LearnDrop then refuses `probe_size=0`).
         num_units: Integer, set by `build`.
         stem_size: Integer. Units frozen so far.
         evaluations: Integer. Evaluations seen since the last `reset`.
@@ -133,6 +153,7 @@ class FreezePolicy:
     """
 
     samples_per_epoch = 1
+    uses_drift = False
 
     def __init__(
         self,
@@ -194,7 +215,10 @@ class FreezePolicy:
                 "(`policy.build(num_units)`) before `update`; LearnDrop does "
                 "this when `fit` starts."
             )
-        for name in ("change", "path"):
+        names = ("change", "path")
+        if observation.drift is not None:
+            names += ("drift",)
+        for name in names:
             shape = np.shape(getattr(observation, name))
             if shape != (self.num_units,):
                 raise ValueError(

@@ -61,6 +61,8 @@ class EpochRecord:
     cache_bytes: int
     seconds: float
     scoring_seconds: float = 0.0
+    # Of `scoring_seconds`, spent on the probe set's drift (`drift`).
+    drift_seconds: float = 0.0
     # How `fit` validated after this epoch: "" (it did not), "full" (the
     # whole model), "fill" (the whole model, caching the stem's features)
     # or "replay" (the head alone on cached features).
@@ -81,6 +83,8 @@ class Evaluation:
         stem_size: Integer. Units frozen after this evaluation.
         remaining_learning_rate: Float or `None`. The learning rate still
             to come in the run (see `policy.Observation`).
+        drift: List of each unit's drift `1 - CKA` on the probe set since
+            the last evaluation (see `drift`); NaN where not measured.
     """
 
     epoch: int
@@ -90,6 +94,7 @@ class Evaluation:
     scores: dict
     stem_size: int
     remaining_learning_rate: float | None = None
+    drift: list = dataclasses.field(default_factory=list)
 
 
 class LearnDropHistory:
@@ -162,6 +167,7 @@ class LearnDropHistory:
                     },
                     "stem_size": e.stem_size,
                     "remaining_learning_rate": e.remaining_learning_rate,
+                    "drift": _json_floats(e.drift),
                 }
                 for e in self.evaluations
             ],
@@ -191,6 +197,7 @@ class LearnDropHistory:
                 },
                 stem_size=e["stem_size"],
                 remaining_learning_rate=e.get("remaining_learning_rate"),
+                drift=_from_json_floats(e.get("drift", [])),
             )
             for e in data["evaluations"]
         ]

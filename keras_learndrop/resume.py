@@ -12,7 +12,10 @@ of `BackupAndRestore` (`latest.weights.h5` and its `.bkp`):
   the weights one epoch behind the newest state, and the resumed `fit`
   takes this one;
 - `learndrop_reference_<epoch>.npz`: with `eval_every > 1`, the weights of
-  the last evaluation, which the next change scores compare against.
+  the last evaluation, which the next change scores compare against;
+- `learndrop_probe.npz` and `learndrop_grams_<epoch>.npz`: the probe set of
+  the `fit` and each unit's Gram matrix of the last evaluation, which the
+  next drift compares against (`drift.DriftTracker`).
 
 A state is matched to the model by the structure of its units (their order,
 layer types and weight shapes), not by layer names: a model built again in
@@ -30,6 +33,8 @@ import numpy as np
 STATE_FILE = "learndrop_state.json"
 _PREVIOUS_SUFFIX = ".bkp"
 _REFERENCE_PREFIX = "learndrop_reference_"
+_GRAMS_PREFIX = "learndrop_grams_"
+PROBE_FILE = "learndrop_probe.npz"
 _PREFIX = "learndrop_"
 
 
@@ -139,6 +144,7 @@ class Backup:
         self.state_path = os.path.join(self.directory, STATE_FILE)
         self.previous_path = self.state_path + _PREVIOUS_SUFFIX
         self._last = None
+        self._probe_saved = False  # This fit's probe set is on disk.
 
     def reference_path(self, epoch):
         """The file of the weights after `epoch` (counted from 0)."""
@@ -146,7 +152,11 @@ class Backup:
             self.directory, f"{_REFERENCE_PREFIX}{epoch + 1}.npz"
         )
 
-    def save(self, state, reference_weights):
+    def grams_path(self, epoch):
+        """The file of the Gram matrices after `epoch` (counted from 0)."""
+        return os.path.join(self.directory, f"{_GRAMS_PREFIX}{epoch + 1}.npz")
+
+    def save(self, state, reference_weights, drift=None):
         """Writes `state` as the newest, the last one saved as the previous.
 
         Args:
@@ -154,8 +164,31 @@ class Backup:
             reference_weights: Callable returning the list of arrays of the
                 weights of `state.reference_epoch`; called only when that
                 file is needed and missing.
+            drift: `None`, or a pair: the probe inputs (written once per
+                `fit`) and the list of each unit's last Gram matrix (`None`
+                where unset), written for `state.epoch`.
         """
         os.makedirs(self.directory, exist_ok=True)
+        if drift is not None:
+            probe, grams = drift
+            if not self._probe_saved:
+                self._write(
+                    os.path.join(self.directory, PROBE_FILE),
+                    lambda f: np.savez(f, probe=probe),
+                )
+                self._probe_saved = True
+            self._write(
+                self.grams_path(state.epoch),
+                lambda f: np.savez(
+                    f,
+                    **{
+                        f"unit_{i}": g
+                        for i, g in enumerate(grams)
+                        if g is not None
+                    },
+                    num_units=len(grams),
+                ),
+            )
         kept = [s for s in (state, self._last) if s is not None]
         references = {
             self.reference_path(s.reference_epoch)
@@ -171,13 +204,14 @@ class Backup:
             self._write_state(self.previous_path, self._last)
         self._write_state(self.state_path, state)
         self._last = state
+        kept_grams = {self.grams_path(s.epoch) for s in kept}
         for name in os.listdir(self.directory):
             path = os.path.join(self.directory, name)
             if (
                 name.startswith(_REFERENCE_PREFIX)
                 and name.endswith(".npz")
                 and path not in references
-            ):
+            ) or (name.startswith(_GRAMS_PREFIX) and path not in kept_grams):
                 _remove(path)
 
     def load(self, epoch, structure):
@@ -239,9 +273,26 @@ class Backup:
         with np.load(self.reference_path(epoch)) as data:
             return [data[f"arr_{i}"] for i in range(len(data.files))]
 
+    def load_drift(self, epoch):
+        """Returns the probe inputs and the Gram matrices after `epoch`.
+
+        Raises:
+            OSError: if either file is missing or unreadable.
+        """
+        with np.load(os.path.join(self.directory, PROBE_FILE)) as data:
+            probe = data["probe"]
+        with np.load(self.grams_path(epoch)) as data:
+            grams = [
+                data[f"unit_{i}"] if f"unit_{i}" in data.files else None
+                for i in range(int(data["num_units"]))
+            ]
+        self._probe_saved = True
+        return probe, grams
+
     def clear(self):
         """Removes LearnDrop's files (at the end of a finished `fit`)."""
         self._last = None
+        self._probe_saved = False
         if os.path.isdir(self.directory):
             for name in os.listdir(self.directory):
                 if name.startswith(_PREFIX):

@@ -133,7 +133,7 @@ def _uninterrupted(eval_every=1, epochs=EPOCHS):
 
 def _evaluations(history):
     return [
-        (e.epoch, e.stem_size, e.change, e.scores["continuation"])
+        (e.epoch, e.stem_size, e.change, e.scores["continuation"], e.drift)
         for e in history.evaluations
     ]
 
@@ -194,7 +194,9 @@ class CrashAndResumeTest(parameterized.TestCase, tf.test.TestCase):
         self.assertEqual(
             frozen[3], ["conv1", "bn1", "relu1", "conv2", "relu2", "pool2"]
         )
-        # The scores of every evaluation, before and after the crash.
+        # The scores of every evaluation, before and after the crash; the
+        # drift after it compares with the Gram matrices of the probe set
+        # restored from the backup.
         self.assertAllClose(
             [e[2:] for e in _evaluations(history)],
             [e[2:] for e in _evaluations(reference)],

@@ -1,0 +1,379 @@
+"""How far each unit's features moved: linear CKA on a fixed probe set.
+
+The weight scores of `scoring` fall with the learning rate, the same curve
+for every unit (see the README), so they say *when* but not *which* unit
+is done. This module reads the network instead. At every evaluation each
+unit's output on a fixed set of probe inputs is compared with its output
+at the previous evaluation:
+
+* **Gram matrix** of a unit's output `X` (one row per probe input, the
+  feature map average-pooled to at most `grid x grid` positions, then
+  flattened): `K = X X^T`, `n x n` whatever the feature map's size. Only
+  Gram matrices are kept between evaluations, never activations.
+* **Linear CKA** (Kornblith et al., ICML 2019) of two Gram matrices `K`
+  and `L` of the same inputs, with the unbiased HSIC estimator of Song et
+  al. (2012), which is not inflated when features outnumber inputs
+  (Nguyen, Raghu & Kornblith, 2020):
+  `CKA(K, L) = HSIC_1(K, L) / sqrt(HSIC_1(K, K) HSIC_1(L, L))`, where,
+  with `K~` and `L~` the matrices with their diagonals zeroed and `1` the
+  vector of ones,
+  `HSIC_1(K, L) = [tr(K~ L~) + (1'K~1)(1'L~1) / ((n-1)(n-2))
+  - 2 / (n-2) 1'K~L~1] / (n (n-3))`.
+  It is 1 for the same representation, and invariant to orthogonal
+  transforms and to isotropic scaling of the features.
+* **drift** `d_u(k) = 1 - CKA(K_u(k-1), K_u(k))`, and the **relative
+  drift** `d_u(k) / d_last(k)`, against the last unit (the output unit,
+  which always trains) over the same interval: every unit's features jump
+  together at some epochs (a learning-rate step, a batch of hard
+  examples), which the ratio cancels.
+
+The probe inputs are drawn once per `fit` (`draw_probe`), from the
+validation data when `fit` validates, else from the training data; they run
+through the model in inference mode, so Keras's augmentation layers leave
+them as they are and `BatchNormalization` uses its moving statistics (what
+a frozen stem's features are). The features of the frozen stem at the cut
+do not change, so `DriftTracker` keeps those and runs only the head over
+them: an evaluation costs one inference pass of the head over `n` inputs.
+"""
+
+import numpy as np
+
+from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
+
+# Probe inputs per `fit`: enough for a CKA estimate whose noise stays well
+# below the drifts that separate the units in the README's runs.
+DEFAULT_PROBE_SIZE = 256
+# Feature maps are average-pooled to at most this many positions per side
+# before the Gram matrix (see `pooled_features`).
+DEFAULT_GRID = 4
+# Inputs per chunk of the probe's forward pass (bounds the activations).
+_CHUNK = 64
+
+
+def gram(features):
+    """Returns the Gram matrix `X X^T` of `features`, one row per input.
+
+    Args:
+        features: Array of shape `(n, ...)`; each input's features are
+            flattened.
+
+    Returns:
+        A float64 NumPy array of shape `(n, n)`.
+
+    Example:
+
+    >>> gram(np.array([[1.0, 0.0], [1.0, 2.0]])).tolist()
+    [[1.0, 1.0], [1.0, 5.0]]
+    """
+    x = np.asarray(features, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1)
+    return x @ x.T
+
+
+def unbiased_hsic(gram_x, gram_y):
+    """Returns the unbiased HSIC estimate of two Gram matrices (Song 2012).
+
+    Args:
+        gram_x: Float array `(n, n)`, the Gram matrix of one representation.
+        gram_y: Float array `(n, n)`, of another representation of the
+            same `n >= 4` inputs.
+
+    Returns:
+        A float.
+
+    Raises:
+        ValueError: for matrices of other shapes, or fewer than 4 inputs.
+    """
+    gram_x = np.array(gram_x, dtype=np.float64)
+    gram_y = np.array(gram_y, dtype=np.float64)
+    n = gram_x.shape[0]
+    if gram_x.shape != (n, n) or gram_y.shape != (n, n):
+        raise ValueError(
+            "`gram_x` and `gram_y` must be square Gram matrices of the "
+            f"same inputs. Received: shapes {gram_x.shape} and {gram_y.shape}."
+        )
+    if n < 4:
+        raise ValueError(
+            "The unbiased HSIC needs at least 4 inputs. Received: Gram "
+            f"matrices of {n} inputs."
+        )
+    np.fill_diagonal(gram_x, 0.0)
+    np.fill_diagonal(gram_y, 0.0)
+    trace = np.sum(gram_x * gram_y)  # tr(K L) for symmetric matrices.
+    sums = gram_x.sum() * gram_y.sum() / ((n - 1) * (n - 2))
+    cross = 2.0 / (n - 2) * (gram_x.sum(axis=0) @ gram_y.sum(axis=1))
+    return float((trace + sums - cross) / (n * (n - 3)))
+
+
+def cka(gram_x, gram_y):
+    """Returns the unbiased linear CKA of two Gram matrices.
+
+    Args:
+        gram_x: Float array `(n, n)`: `X X^T` of a representation `X`.
+        gram_y: Float array `(n, n)`: `Y Y^T` of `Y` on the same inputs.
+
+    Returns:
+        A float, 1 for identical representations (up to rotation and
+        scale). `NaN` when either representation is constant (zero
+        self-similarity).
+
+    Example:
+
+    >>> x = np.random.default_rng(0).normal(size=(16, 5))
+    >>> round(cka(gram(x), gram(3.0 * x)), 6)
+    1.0
+    """
+    cross = unbiased_hsic(gram_x, gram_y)
+    self_x = unbiased_hsic(gram_x, gram_x)
+    self_y = unbiased_hsic(gram_y, gram_y)
+    if not (self_x > 0 and self_y > 0):
+        return float("nan")
+    return float(cross / np.sqrt(self_x * self_y))
+
+
+def relative_drift(drift):
+    """Returns each unit's drift over the last unit's, `d_u / d_last`.
+
+    Args:
+        drift: Float array, one per unit (`NaN` where not measured).
+
+    Returns:
+        A float64 NumPy array; `NaN` where `drift` is `NaN` or the last
+        unit did not move.
+
+    Example:
+
+    >>> relative_drift([0.01, 0.03, 0.04]).tolist()
+    [0.25, 0.75, 1.0]
+    """
+    drift = np.asarray(drift, dtype=np.float64)
+    last = drift[-1] if drift.size else np.nan
+    if not last > 0:
+        return np.full(drift.shape, np.nan)
+    return drift / last
+
+
+def pooled_features(x, grid=DEFAULT_GRID):
+    """Flattens a unit's output per input, pooling its positions first.
+
+    A feature map `(n, h, w, c)` is average-pooled to at most `grid x grid`
+    positions (`h // ceil(h / grid)` per side, the pool's stride equal to
+    its size) before it is flattened: the Gram matrix then costs
+    `O(n^2 grid^2 c)` whatever the image size, and keeps where in the image
+    a feature fires, coarsely. `grid=None` flattens the whole map, `1`
+    pools globally. Other ranks are flattened as they are.
+
+    Args:
+        x: Tensor `(n, ...)`.
+        grid: Integer >= 1 or `None`. Defaults to `DEFAULT_GRID`.
+
+    Returns:
+        A float32 tensor `(n, p)`.
+    """
+    x = tf.cast(x, tf.float32)
+    if grid is not None and x.shape.rank == 4:
+        h, w = x.shape[1], x.shape[2]
+        pool = (max(1, -(-h // grid)), max(1, -(-w // grid)))
+        if pool != (1, 1):
+            x = tf.nn.avg_pool2d(x, pool, pool, "VALID")
+    return tf.reshape(x, (tf.shape(x)[0], -1))
+
+
+def draw_probe(data, size, seed):
+    """Returns up to `size` inputs from `data`, drawn once, or `None`.
+
+    Args:
+        data: What `fit` got as `x` or `validation_data`'s inputs: a NumPy
+            array or tensor (a seeded random subset), a `tf.data.Dataset`
+            of batches or of single elements (its first inputs, read on an
+            iterator of its own), a `keras.utils.PyDataset` (its first
+            batches) or a tuple `(x, y[, sample_weight])` of these.
+            Anything else (a Python generator, which cannot be read twice)
+            gives `None`.
+        size: Integer >= 4. Inputs to draw.
+        seed: Integer. Seed of the random subset of arrays.
+
+    Returns:
+        A NumPy array of at most `size` inputs, or `None` when `data` cannot
+        be read without disturbing `fit` or holds fewer than 4 inputs.
+    """
+    if isinstance(data, (tuple, list)) and data:
+        data = data[0]
+    if isinstance(data, dict) or data is None:
+        return None
+    if isinstance(data, tf.data.Dataset):
+        inputs = _read_batches(data.take(size), batched=_is_batched(data))
+    elif isinstance(data, keras.utils.PyDataset):
+        inputs = _read_batches(
+            (data[i] for i in range(_py_dataset_length(data))),
+            batched=True,
+            limit=size,
+        )
+    elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(
+        data, "__array__"
+    ):
+        inputs = np.asarray(data)
+        if inputs.ndim == 0:
+            return None
+        if len(inputs) > size:
+            rng = np.random.default_rng(seed)
+            chosen = np.sort(rng.choice(len(inputs), size, replace=False))
+            inputs = inputs[chosen]
+    else:
+        return None
+    if inputs is None or len(inputs) < 4:
+        return None
+    return np.asarray(inputs[:size])
+
+
+def _is_batched(dataset):
+    spec = dataset.element_spec
+    if isinstance(spec, (tuple, list)):
+        spec = spec[0]
+    shape = getattr(spec, "shape", None)
+    # `batch()` leaves the leading dimension unknown, or known for
+    # `drop_remainder=True`; elements of a model's input rank are not
+    # batched. Without the model, an unknown leading size is the sign.
+    return shape is not None and shape.rank and shape[0] is None
+
+
+def _py_dataset_length(data):
+    try:
+        return len(data)
+    except TypeError:
+        return 0
+
+
+def _read_batches(elements, batched, limit=None):
+    parts, count = [], 0
+    for element in elements:
+        if isinstance(element, (tuple, list)):
+            element = element[0]
+        if isinstance(element, dict):
+            return None
+        array = np.asarray(element)
+        if not batched:
+            array = array[None]
+        parts.append(array)
+        count += len(array)
+        if limit is not None and count >= limit:
+            break
+    if not parts:
+        return None
+    return np.concatenate(parts)
+
+
+class DriftTracker:
+    """Measures each unit's drift on a fixed probe set between evaluations.
+
+    It keeps the probe inputs, their features at the current cut (the
+    frozen stem's output, which no longer changes) and each unit's Gram
+    matrix of the last evaluation.
+
+    Args:
+        chain: The model's `graph.UnitChain`.
+        probe: NumPy array of the probe inputs (at least 4).
+        grid: Integer >= 1 or `None`: see `pooled_features`. Defaults to
+            `DEFAULT_GRID`.
+    """
+
+    def __init__(self, chain, probe, grid=DEFAULT_GRID):
+        if len(probe) < 4:
+            raise ValueError(
+                "The probe set needs at least 4 inputs. Received: "
+                f"{len(probe)}."
+            )
+        self.chain = chain
+        self.probe = np.asarray(probe)
+        self.grid = grid
+        self.grams = [None] * len(chain)
+        self.cut = 0
+        self._features = None
+        self._head_grams = None
+        self.set_cut(0)
+
+    def set_cut(self, cut):
+        """Moves the stored probe features to the cut before unit `cut`."""
+        if self._features is not None and cut == self.cut:
+            return
+        if self._features is None or cut < self.cut:
+            # Features do not run backwards: start from the inputs again.
+            inputs = tf.cast(tf.constant(self.probe), self.chain.input.dtype)
+            self._features = tf.split(inputs, _chunk_sizes(len(self.probe)))
+            self.cut = 0
+        start = self.cut
+        self._features = [
+            self.chain.forward(x, start, cut, training=False)
+            for x in self._features
+        ]
+        self.cut = cut
+        self._head_grams = None
+
+    def current_grams(self):
+        """Returns the Gram matrix of each unit from the cut on, now.
+
+        A list with `None` for the units before the cut.
+        """
+        if self._head_grams is None:
+            self._head_grams = tf.function(
+                self._grams_from_cut, autograph=False, reduce_retracing=True
+            )
+        pooled = [self._head_grams(x) for x in self._features]
+        grams = [None] * self.cut
+        for unit in range(self.cut, len(self.chain)):
+            x = np.concatenate([p[unit - self.cut].numpy() for p in pooled])
+            grams.append(gram(x))
+        return grams
+
+    def _grams_from_cut(self, x):
+        outputs = []
+        for unit in range(self.cut, len(self.chain)):
+            x = self.chain.forward(x, unit, unit + 1, training=False)
+            outputs.append(pooled_features(x, self.grid))
+        return outputs
+
+    def measure(self):
+        """Returns each unit's drift since the last call; keeps the Grams.
+
+        Returns:
+            A float64 NumPy array, one per unit: `1 - CKA` against the Gram
+            matrix of the last call, `NaN` for units before the cut and at
+            the first call.
+        """
+        grams = self.current_grams()
+        drift = np.full(len(self.chain), np.nan)
+        for unit in range(self.cut, len(self.chain)):
+            if self.grams[unit] is not None:
+                drift[unit] = 1.0 - cka(self.grams[unit], grams[unit])
+        self.grams = grams
+        return drift
+
+    def get_state(self):
+        """Returns the Gram matrices of the last call, for a resumed fit."""
+        return [g for g in self.grams]
+
+    def set_state(self, grams):
+        """Restores Gram matrices from `get_state` (`None` where unset).
+
+        Raises:
+            ValueError: if they do not fit this chain and probe set.
+        """
+        n = len(self.probe)
+        if len(grams) != len(self.chain) or any(
+            g is not None and np.shape(g) != (n, n) for g in grams
+        ):
+            raise ValueError(
+                f"The saved Gram matrices ({len(grams)} units) do not fit "
+                f"{len(self.chain)} units and {n} probe inputs."
+            )
+        self.grams = [
+            None if g is None else np.asarray(g, np.float64) for g in grams
+        ]
+
+
+def _chunk_sizes(n):
+    sizes = [_CHUNK] * (n // _CHUNK)
+    if n % _CHUNK:
+        sizes.append(n % _CHUNK)
+    return sizes
