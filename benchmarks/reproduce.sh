@@ -4,7 +4,8 @@
 # frontier-finetune frontier-vgg11 frontier-augment frontier-dropout
 # frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout
 # v04-vgg11-augment v04-vgg11 v05-seeds v04-report v06-observe
-# v06-observe-report growth resnet20 vgg11 mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
+# v06-observe-report v06-resnet20 v06-finetune v06-vgg11 v06-open v06-report
+# growth resnet20 vgg11 mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
@@ -40,6 +41,8 @@ frontier() {
 }
 # Version 0.6: each unit's drift on the probe set (benchmarks/observe_drift.py).
 V06="$RESULTS/0.6"
+DRIFT=(--setting=drift:threshold=0.02 --setting=drift:threshold=0.05
+       --seeds="${SEEDS:-0,1}")
 observe_drift() {
   taskset -c 0 python -m benchmarks.observe_drift "${FRONTIER[@]}" --seeds=0 \
     --results="$V06/observe_drift.jsonl" "$@"
@@ -139,6 +142,26 @@ run() {
       observe_drift --model=resnet20 --classes=5-9 \
              --init_weights="$PRETRAINED" --epochs=15 --learning_rate=0.01 \
              --regime=finetune ;;
+    # The drift policy against fresh baselines (SEEDS=2,3 bash ... for
+    # other seeds than 0 and 1).
+    v06-resnet20) frontier --model=resnet20 --epochs=30 --regime=resnet20 \
+             "${DRIFT[@]}" --results="$V06/frontier_resnet20.jsonl" ;;
+    v06-finetune) pretrain
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 --regime=finetune \
+             "${DRIFT[@]}" --results="$V06/frontier_finetune.jsonl" ;;
+    v06-vgg11) frontier --model=vgg11 --epochs=30 --regime=vgg11 \
+             "${DRIFT[@]}" --results="$V06/frontier_vgg11.jsonl" ;;
+    # keras.io's recipe: Adam 1e-3 at batch 32, ReduceLROnPlateau and
+    # EarlyStopping (best weights back), at most 60 epochs.
+    v06-open) frontier --model=resnet20 --epochs=60 --regime=open-ended \
+             --optimizer=adam --learning_rate=0.001 --weight_decay=0 \
+             --batch_size=32 --lr_schedule=constant --reduce_lr_patience=2 \
+             --early_stopping_patience=6 --setting=default "${DRIFT[@]}" \
+             --results="$V06/frontier_open.jsonl" ;;
+    v06-report) python -m benchmarks.frontier --report \
+             --results="$(ls "$V06"/frontier_*.jsonl | paste -sd,)" \
+             --plot="$V06/frontier.png" ;;
     v06-observe-report) python -m benchmarks.observe_drift --report \
              --results="$V06/observe_drift.jsonl" \
              --plot="$V06/observe_drift.png" ;;

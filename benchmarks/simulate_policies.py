@@ -79,6 +79,7 @@ def observations(report, epochs):
             remaining_learning_rate=e.get("remaining_learning_rate")
             if e.get("remaining_learning_rate") is not None
             else float(sum(rates[i + 1 :])),
+            drift=array(e["drift"]) if e.get("drift") else None,
         )
         for i, e in enumerate(evaluations)
     ]
@@ -101,15 +102,17 @@ def simulate(freeze_policy, recorded, unit_flops):
     stems = []
     for observation in recorded:
         stem = freeze_policy.stem_size
+        frozen_units = np.arange(len(unit_flops)) < stem
         hidden = dataclasses.replace(
             observation,
-            change=np.where(
-                np.arange(len(unit_flops)) < stem, np.nan, observation.change
-            ),
-            path=np.where(
-                np.arange(len(unit_flops)) < stem, np.nan, observation.path
-            ),
+            change=np.where(frozen_units, np.nan, observation.change),
+            path=np.where(frozen_units, np.nan, observation.path),
         )
+        if observation.drift is not None:
+            hidden = dataclasses.replace(
+                hidden,
+                drift=np.where(frozen_units, np.nan, observation.drift),
+            )
         new_stem = freeze_policy.update(hidden)
         for unit in range(stem, new_stem):
             frozen[unit] = observation.epoch + 1
@@ -128,14 +131,37 @@ def simulate(freeze_policy, recorded, unit_flops):
     }
 
 
+def drift_report(row):
+    """The report form of a row of `observe_drift.py` (no path samples)."""
+    return {
+        "unit_flops": row["unit_flops"],
+        "evaluations": [
+            {
+                "epoch": epoch,
+                "change": change,
+                "path": change,
+                "learning_rate": rate,
+                "drift": drift,
+            }
+            for epoch, (change, rate, drift) in enumerate(
+                zip(row["change"], row["learning_rate"], row["drift"])
+            )
+        ],
+    }
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.run.endswith(".jsonl"):
         runs = [
-            (f"{r['regime']} seed {r['seed']}", r, r["config"]["epochs"])
+            (
+                f"{r['regime']} seed {r['seed']}",
+                drift_report(r) if "observed" in r else r,
+                r["config"]["epochs"],
+            )
             for r in frontier.read_results([FLAGS.run])
-            if r["setting"] == frontier.OBSERVE
+            if r.get("setting", frontier.OBSERVE) == frontier.OBSERVE
         ]
     else:
         with open(FLAGS.run) as file:

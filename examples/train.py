@@ -107,6 +107,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"
+    reduce_lr_patience: int = 0
+    reduce_lr_factor: float = 0.2
+    early_stopping_patience: int = 0
     augment: bool = False
     input_pipeline: str = "tf_data"
     learn_drop: bool = True
@@ -374,6 +377,28 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "2nd evaluation and 6 after the 4th). Refused with other policies.",
     )
     define(
+        flags.DEFINE_integer,
+        "reduce_lr_patience",
+        "keras.callbacks.ReduceLROnPlateau's patience on val_loss (0: no "
+        "such callback); needs --lr_schedule=constant.",
+        lower_bound=0,
+    )
+    define(
+        flags.DEFINE_float,
+        "reduce_lr_factor",
+        "ReduceLROnPlateau's factor (with --reduce_lr_patience).",
+        lower_bound=0.0,
+        upper_bound=1.0,
+    )
+    define(
+        flags.DEFINE_integer,
+        "early_stopping_patience",
+        "keras.callbacks.EarlyStopping's patience on val_loss, restoring "
+        "the best weights (0: no such callback; --epochs is then the most "
+        "the run may take).",
+        lower_bound=0,
+    )
+    define(
         flags.DEFINE_string,
         "init_weights",
         "Start from these weights (a .weights.h5 file saved by "
@@ -423,6 +448,7 @@ POLICIES = {
     "scores": keras_learndrop.LearnDropScores,
     "aggressive": keras_learndrop.LearnDropScores.aggressive,
     "consistency": keras_learndrop.DirectionConsistency,
+    "drift": keras_learndrop.FeatureDrift,
     "autofreeze": keras_learndrop.AutoFreezeRule,
     "freezeout": keras_learndrop.FreezeOut,
     "fixed": keras_learndrop.FixedSchedule,
@@ -659,7 +685,7 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
     learn_drop = learn_drop_callback(config) if config.learn_drop else None
     timer = EpochTimer()
     all_callbacks = [c for c in (learn_drop, timer) if c is not None]
-    all_callbacks += list(callbacks)
+    all_callbacks += open_ended_callbacks(config) + list(callbacks)
 
     train_input, val_input = fit_inputs(data, config)
     start = time.perf_counter()
@@ -695,6 +721,7 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
             "num_classes": data.num_classes,
         },
         "fit_seconds": fit_seconds,
+        "epochs_run": epochs_run,
         "epoch_seconds": list(timer.seconds),
         "train_accuracy": _last(logs, "accuracy"),
         "train_loss": _last(logs, "loss"),
@@ -715,6 +742,30 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
             result, os.path.join(config.output_dir, f"{result['run']}.json")
         )
     return result
+
+
+def open_ended_callbacks(config):
+    """Returns Keras's callbacks that end a run or lower its learning rate.
+
+    `ReduceLROnPlateau` and `EarlyStopping` (restoring the best weights)
+    on `val_loss`, as keras.io's recipes use them, where `config` asks.
+    """
+    callbacks = []
+    if config.reduce_lr_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                factor=config.reduce_lr_factor,
+                patience=config.reduce_lr_patience,
+            )
+        )
+    if config.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    return callbacks
 
 
 def load_matching_weights(model, path):
@@ -850,6 +901,12 @@ def _check_config(config):
                 f"`{name}` must be one of {', '.join(choices)}. "
                 f"Received: {name}={value!r}"
             )
+    if config.reduce_lr_patience and config.lr_schedule != "constant":
+        raise ValueError(
+            "`reduce_lr_patience` sets the learning rate that a schedule "
+            "computes: pass `lr_schedule='constant'` with it. Received: "
+            f"lr_schedule={config.lr_schedule!r}"
+        )
     for name in ("epochs", "batch_size"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:

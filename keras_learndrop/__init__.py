@@ -10,6 +10,7 @@ from keras_learndrop.graph import Unit
 from keras_learndrop.graph import UnitChain
 from keras_learndrop.policy import AutoFreezeRule
 from keras_learndrop.policy import DirectionConsistency
+from keras_learndrop.policy import FeatureDrift
 from keras_learndrop.policy import FixedSchedule
 from keras_learndrop.policy import FreezeOut
 from keras_learndrop.policy import FreezePolicy
@@ -22,6 +23,7 @@ __version__ = "0.5.0"
 __all__ = [
     "AutoFreezeRule",
     "DirectionConsistency",
+    "FeatureDrift",
     "FixedSchedule",
     "FreezeOut",
     "FreezePolicy",

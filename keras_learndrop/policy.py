@@ -793,6 +793,108 @@ class FixedSchedule(FreezePolicy):
         return cls(**config)
 
 
+class FeatureDrift(_StreakPolicy):
+    """Freezes a unit once its features stop changing.
+
+    At every evaluation LearnDrop runs a fixed probe set (a few hundred
+    inputs of the `fit`, see `LearnDrop(probe_size=...)`) through the model
+    in inference mode and compares each unit's output with the one of the
+    previous evaluation: its **drift** `d_u(k) = 1 - CKA`, one minus the
+    linear centred kernel alignment of the two (`keras_learndrop.drift`).
+    CKA ignores rotations and the scale of the features, so a unit drifts
+    only when what it computes changes, not when its weights merely move
+    (a kernel before `BatchNormalization` shrinking under weight decay, or
+    turning in its rotational equilibrium). A unit's output depends on
+    every unit before it, so a settled unit vouches for the whole prefix.
+
+    A unit is settled when `d_u(k) <= threshold` and, with
+    `relative_threshold`, its **relative drift** `d_u(k) / d_last(k)`
+    against the output unit over the same interval (which cancels the
+    jumps every unit makes together) is `<= relative_threshold`. The stem
+    grows to the longest prefix of units settled for `patience`
+    evaluations in a row. Nothing here reads the learning-rate schedule or
+    the run's length, so it also decides in open-ended runs
+    (`EarlyStopping`, `ReduceLROnPlateau`).
+
+    Args:
+        threshold: Float in (0, 1]. Drift per evaluation at or below which
+            a unit is settled. Defaults to `0.02`.
+        patience: Integer >= 1. Evaluations in a row a unit must be settled.
+            Defaults to `2`.
+        warmup: Integer >= 0. First evaluations that never count as
+            settled (the move away from the initialisation). Defaults to
+            `1`.
+        relative_threshold: Float in (0, 1] or `None`. Also require the
+            relative drift at or below it; `None` does not. Defaults to
+            `None`.
+        **kwargs: The safeguards of `FreezePolicy`.
+
+    Example:
+
+    >>> policy = FeatureDrift(threshold=0.02, patience=2, warmup=0)
+    >>> policy.build(3)
+    >>> observe = lambda epoch, drift: Observation(
+    ...     epoch=epoch, epochs=None, change=np.ones(3), path=np.ones(3),
+    ...     drift=np.array(drift))
+    >>> policy.update(observe(0, [0.01, 0.2, 0.5]))
+    0
+    >>> policy.update(observe(1, [0.005, 0.01, 0.5]))
+    1
+    >>> policy.update(observe(2, [0.004, 0.015, 0.4]))
+    2
+    """
+
+    uses_drift = True
+
+    def __init__(
+        self,
+        threshold=0.02,
+        patience=2,
+        warmup=1,
+        relative_threshold=None,
+        **kwargs,
+    ):
+        super().__init__(patience, **kwargs)
+        check_number("threshold", threshold, 0.0, 1.0, low_open=True)
+        check_int("warmup", warmup, 0)
+        if relative_threshold is not None:
+            check_number(
+                "relative_threshold",
+                relative_threshold,
+                0.0,
+                1.0,
+                low_open=True,
+            )
+        self.threshold = threshold
+        self.warmup = warmup
+        self.relative_threshold = relative_threshold
+
+    def settled(self, observation):
+        if observation.drift is None:
+            raise ValueError(
+                "FeatureDrift decides on `observation.drift`, which is "
+                "None: LearnDrop measures it unless `probe_size=0`."
+            )
+        drift = np.asarray(observation.drift, dtype=np.float64)
+        relative = observation.relative_drift
+        self.last_scores = {"relative_drift": relative}
+        if self.evaluations <= self.warmup:
+            return np.zeros(drift.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            settled = drift <= self.threshold
+            if self.relative_threshold is not None:
+                settled &= relative <= self.relative_threshold
+        return settled
+
+    def get_config(self):
+        return {
+            "threshold": self.threshold,
+            "warmup": self.warmup,
+            "relative_threshold": self.relative_threshold,
+            **super().get_config(),
+        }
+
+
 # The settings chosen from the frontier (README, "Choosing the policy").
 DEFAULT_SCORES = {"last_unit_threshold": 0.02, "freeze_augmented": False}
 AGGRESSIVE_SCORES = {"threshold": 0.7}
@@ -801,6 +903,7 @@ POLICIES = {
     cls.__name__: cls
     for cls in (
         LearnDropScores,
+        FeatureDrift,
         DirectionConsistency,
         AutoFreezeRule,
         FreezeOut,

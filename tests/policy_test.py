@@ -72,12 +72,18 @@ def _unit_zero_settles(at=6, epochs=EPOCHS):
         lr = _cosine(e)
         change = np.full(4, 2.0 * lr)
         path = change.copy()
+        # Its features stop changing too (for `FeatureDrift`).
+        drift = np.full(4, 0.1)
         if e >= at:
             # Unit 0 oscillates: a tenth of its drift survives, over a path
             # as long as before.
             change[0] = 0.1 * lr
+            drift[0] = 0.005
         observations.append(
-            _observe(e, change, path, lr, remaining=_remaining(e))
+            dataclasses.replace(
+                _observe(e, change, path, lr, remaining=_remaining(e)),
+                drift=drift,
+            )
         )
     return observations
 
@@ -414,6 +420,7 @@ ALL_POLICIES = (
     ("autofreeze", lambda: policy.AutoFreezeRule(max_new_units=2)),
     ("freezeout", lambda: policy.FreezeOut(t0=0.6, start_fraction=0.1)),
     ("fixed", lambda: policy.FixedSchedule({3: 1, 6: 2})),
+    ("drift", lambda: policy.FeatureDrift(relative_threshold=0.5)),
 )
 
 
@@ -484,6 +491,7 @@ class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
             "AutoFreezeRule",
             "FreezeOut",
             "FixedSchedule",
+            "FeatureDrift",
             "Observation",
         ):
             self.assertIs(getattr(keras_learndrop, name), getattr(policy, name))
@@ -495,6 +503,84 @@ class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
                 last_unit_threshold=0.02, freeze_augmented=False
             ).get_config(),
         )
+
+
+def _drifting(drifts, epochs=None):
+    """Observations whose weights all move alike, with these drifts."""
+    return [
+        dataclasses.replace(
+            _observe(e, np.full(len(d), 0.1), lr=0.1, epochs=epochs),
+            drift=np.asarray(d, dtype=np.float64),
+        )
+        for e, d in enumerate(drifts)
+    ]
+
+
+class FeatureDriftTest(tf.test.TestCase, parameterized.TestCase):
+    def test_units_freeze_as_their_features_settle_from_the_input_up(self):
+        # Unit 0 settles from evaluation 2, unit 1 from 5, unit 2 never.
+        drifts = [
+            [0.5 if e < 2 else 0.005, 0.5 if e < 5 else 0.01, 0.3, 0.6]
+            for e in range(9)
+        ]
+        stems = _run(policy.FeatureDrift(patience=2), _drifting(drifts))
+        self.assertEqual(stems, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+
+    def test_weights_slowing_with_the_learning_rate_freeze_nothing(self):
+        # The learning rate (and so every weight change) falls to zero,
+        # but the features keep changing: nothing is settled.
+        observations = [
+            dataclasses.replace(o, drift=np.full(4, 0.2))
+            for o in _schedule_decay_only()
+        ]
+        stems = _run(policy.FeatureDrift(), observations)
+        self.assertEqual(stems[-1], 0)
+
+    def test_a_jump_breaks_the_streak(self):
+        calm, jump = [0.01, 0.5, 0.5], [0.3, 0.5, 0.5]
+        stems = _run(
+            policy.FeatureDrift(patience=2, warmup=0),
+            _drifting([calm, jump, calm, calm]),
+            num_units=3,
+        )
+        self.assertEqual(stems, [0, 0, 0, 1])
+
+    def test_relative_drift_cancels_a_jump_of_every_unit(self):
+        # Every unit jumps tenfold at evaluation 2; unit 0 stays at a
+        # twentieth of the output unit's drift.
+        drifts = [[0.005, 0.05, 0.1]] * 2 + [[0.05, 0.5, 1.0]] * 2
+        relative = policy.FeatureDrift(
+            threshold=1.0, relative_threshold=0.1, patience=3, warmup=0
+        )
+        absolute = policy.FeatureDrift(threshold=0.02, patience=3, warmup=0)
+        self.assertEqual(_run(relative, _drifting(drifts), 3), [0, 0, 1, 1])
+        self.assertEqual(_run(absolute, _drifting(drifts), 3), [0, 0, 0, 0])
+        self.assertAllClose(
+            relative.last_scores["relative_drift"], [0.05, 0.5, 1.0]
+        )
+
+    def test_freezes_without_knowing_the_end_of_the_run(self):
+        drifts = [[0.001, 0.5, 0.5, 0.5]] * 4
+        stems = _run(policy.FeatureDrift(), _drifting(drifts, epochs=None))
+        self.assertEqual(stems, [0, 0, 1, 1])
+
+    def test_unmeasured_drift_never_settles(self):
+        drifts = [[NAN, 0.5, 0.5, 0.5]] * 4
+        self.assertEqual(
+            _run(policy.FeatureDrift(warmup=0), _drifting(drifts))[-1], 0
+        )
+
+    def test_an_observation_without_drift_is_refused(self):
+        freeze_policy = policy.FeatureDrift()
+        freeze_policy.build(2)
+        with self.assertRaisesRegex(ValueError, "probe_size=0"):
+            freeze_policy.update(_observe(0, [0.1, 0.1]))
+
+    def test_learn_drop_refuses_it_without_a_probe(self):
+        with self.assertRaisesRegex(ValueError, "FeatureDrift.*probe_size"):
+            keras_learndrop.LearnDrop(
+                policy=policy.FeatureDrift(), probe_size=0
+            )
 
 
 class ArgumentsTest(parameterized.TestCase):
@@ -534,6 +620,13 @@ class ArgumentsTest(parameterized.TestCase):
          "thresold"),
         ("last_above", policy.LearnDropScores, dict(last_unit_threshold=0.3),
          ValueError, r"\(0.0, 0.25\]. Received: last_unit_threshold=0.3"),
+        ("drift_threshold", policy.FeatureDrift, dict(threshold=0),
+         ValueError, r"\(0.0, 1.0\]. Received: threshold=0"),
+        ("drift_relative", policy.FeatureDrift,
+         dict(relative_threshold=1.5), ValueError,
+         "relative_threshold=1.5"),
+        ("drift_warmup", policy.FeatureDrift, dict(warmup=-1), ValueError,
+         "warmup=-1"),
     )  # fmt: skip
     def test_bad_argument_is_refused(self, cls, kwargs, error, message):
         with self.assertRaisesRegex(error, message):

@@ -41,6 +41,7 @@ RESULT_KEYS = {
     "config",
     "data",
     "fit_seconds",
+    "epochs_run",
     "epoch_seconds",
     "train_accuracy",
     "train_loss",
@@ -195,6 +196,37 @@ class OptimizerTest(parameterized.TestCase):
         optimizer = train._optimizer(config, total_steps=100)
         self.assertFalse(callable(optimizer._learning_rate))
         self.assertAlmostEqual(float(optimizer.learning_rate), 0.1)
+
+
+class OpenEndedTest(tf.test.TestCase):
+    def test_early_stopping_ends_the_run_and_reports_its_epochs(self):
+        # A learning rate of 0 never improves val_loss after the first
+        # epoch: patience 1 stops after epoch 2 of 5.
+        result = train.run(
+            **{**TINY, "epochs": 5},
+            learn_drop=False,
+            lr_schedule="constant",
+            learning_rate=0.0,
+            early_stopping_patience=1,
+        )
+        self.assertEqual(result["epochs_run"], 2)
+        self.assertLen(result["epoch_seconds"], 2)
+
+    def test_plateau_lowers_the_learning_rate(self):
+        result = train.run(
+            **{**TINY, "epochs": 4},
+            learn_drop=False,
+            lr_schedule="constant",
+            learning_rate=1e-9,
+            reduce_lr_patience=1,
+            reduce_lr_factor=0.5,
+        )
+        rates = result["history"]["learning_rate"]
+        self.assertLess(rates[-1], rates[0])
+
+    def test_plateau_needs_a_constant_rate(self):
+        with self.assertRaisesRegex(ValueError, "lr_schedule='constant'"):
+            train.run(**TINY, reduce_lr_patience=2)
 
 
 class OddBatchCrashTest(parameterized.TestCase):
