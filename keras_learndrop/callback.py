@@ -61,12 +61,13 @@ class LearnDrop(keras.callbacks.Callback):
     `ld_frozen_layers`, `ld_epoch_mode` (0 full, 1 stem forward, 2 fill,
     3 replay), `ld_cache_bytes`, `ld_forward_flops`, `ld_flops_saved`
     (fraction of the baseline's forward FLOPs saved so far), and at
-    evaluations, per unit `i` still training, `ld_change/unit_<i>` and the
-    policy's scores (`ld_continuation/unit_<i>`, ...), with `i` zero-padded
-    so that they sort in unit order (TensorBoard shows one group per
-    figure). All of them reach `History`, `CSVLogger` and `TensorBoard`;
-    the progress bar of `fit` shows only `ld_epoch_mode`,
-    `ld_frozen_units` and `ld_flops_saved` (`report.PROGRESS_KEYS`).
+    evaluations, per unit `i` still training, `ld_change/unit_<i>`,
+    `ld_drift/unit_<i>` and the policy's scores
+    (`ld_continuation/unit_<i>`, ...), with `i` zero-padded so that they
+    sort in unit order (TensorBoard shows one group per figure). All of
+    them reach `History`, `CSVLogger` and `TensorBoard`; the progress bar
+    of `fit` shows only `ld_epoch_mode`, `ld_frozen_units` and
+    `ld_flops_saved` (`report.PROGRESS_KEYS`).
 
     Args:
         policy: A `FreezePolicy` (`LearnDropScores`, `DirectionConsistency`,
@@ -142,6 +143,12 @@ class LearnDrop(keras.callbacks.Callback):
             names (see `resume`). Put LearnDrop before `BackupAndRestore` in
             `callbacks`: a crash between their two saves then loses nothing.
             Defaults to `None`.
+        probe_size: Integer, 0 or >= 4. Inputs of the probe set on which
+            each unit's drift is measured at every evaluation (see
+            `keras_learndrop.drift`): drawn once per `fit` from the
+            validation data when `fit` validates, else from the training
+            data, and run in inference mode. `0` measures no drift (then
+            `FeatureDrift` cannot be used). Defaults to `256`.
 
     Raises:
         ValueError: for an argument out of range.
