@@ -13,8 +13,9 @@ the final training and validation accuracy and their difference in points,
 the forward FLOPs of training and their reduction, and the epoch after which
 each unit froze. Under `--output_dir` (default `outputs/compare`) go
 `compare.json` (both runs and the
-comparison), `compare.png` (the units' continuation scores with the freeze
-points, and the time per epoch of both runs) and TensorBoard logs in
+comparison), `compare.png` (`LearnDropHistory.plot()`: the units' scores
+and drift with the freeze points and LearnDrop's time per epoch, with the
+baseline's beside it) and TensorBoard logs in
 `tb/baseline` and `tb/learndrop` (replaced at every run). TensorBoard comes
 with the `examples` extra (`pip install -e ".[cpu,examples]"`); without it
 the TensorBoard logs are skipped with a warning.
@@ -25,17 +26,15 @@ The flags are those of `examples/train.py` (`train.define_flags`) without
 
 import dataclasses
 import importlib.util
-import math
 import os
 import shutil
 
 from absl import app
 from absl import flags
 from absl import logging
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+import keras_learndrop
 from examples import train
 from keras_learndrop.backend import keras
 
@@ -232,97 +231,35 @@ def _modes(report):
 
 
 def plot(result, path):
-    """Draws the scores with the freeze points, and the epoch times.
+    """Draws LearnDrop's run (`LearnDropHistory.plot`) beside the baseline.
+
+    The last panel adds the baseline's seconds per epoch to LearnDrop's.
 
     Args:
         result: The dict returned by `run`.
         path: Where to write the PNG.
     """
-    report = result["learndrop"]["learn_drop"]
-    figure = Figure(figsize=(12, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    scores, times = figure.subplots(1, 2)
-
-    evaluations = report["evaluations"]
-    x = [e["epoch"] + 1 for e in evaluations]
-    # The policy's last score (the one it compares with its threshold),
-    # or the change score for policies without one.
-    names = list(evaluations[0]["scores"]) if evaluations else []
-    score = names[-1] if names else None
-
-    def values(e):
-        return e["scores"][score] if score else e["change"]
-
-    for unit, name in enumerate(report["unit_names"]):
-        y = [_nan(values(e)[unit]) for e in evaluations]
-        (line,) = scores.plot(x, y, marker=".", linewidth=1, label=name)
-        frozen = report["frozen_at"].get(str(unit))
-        if frozen is not None:
-            at = [e for e in evaluations if e["epoch"] == frozen]
-            value = _nan(values(at[0])[unit]) if at else math.nan
-            scores.plot(
-                [frozen + 1],
-                [0.0 if math.isnan(value) else value],
-                marker="X",
-                markersize=10,
-                color=line.get_color(),
-                linestyle="none",
-            )
-    threshold = report["policy"]["config"].get("threshold")
-    if threshold is not None:
-        scores.axhline(threshold, color="grey", linestyle="--", linewidth=1)
-        scores.text(
-            0.99,
-            threshold,
-            "threshold",
-            transform=scores.get_yaxis_transform(),
-            ha="right",
-            va="bottom",
-            color="grey",
-        )
-    scores.set_title(
-        f"(a) {score or 'change'} per unit "
-        f"({report['policy']['class_name']}); X: frozen after that epoch"
+    history = keras_learndrop.LearnDropHistory.from_dict(
+        result["learndrop"]["learn_drop"]
     )
-    scores.set_xlabel("epoch")
-    scores.set_ylabel(score or "relative change of the weights")
-    if score in ("continuation", "consistency"):
-        scores.set_ylim(-0.05, 1.05)
-    scores.legend(fontsize="x-small", ncol=2)
-
-    for name in RUN_NAMES:
-        seconds = result[name]["epoch_seconds"]
-        times.plot(range(1, len(seconds) + 1), seconds, marker="o", label=name)
-    learndrop_seconds = result["learndrop"]["epoch_seconds"]
-    previous_mode = None
-    for epoch, seconds in zip(report["epochs"], learndrop_seconds):
-        # Label the first epoch of each run of one mode.
-        if epoch["mode"] == previous_mode:
-            continue
-        previous_mode = epoch["mode"]
-        times.annotate(
-            epoch["mode"],
-            (epoch["epoch"] + 1, seconds),
-            textcoords="offset points",
-            xytext=(0, 6),
-            ha="center",
-            fontsize="x-small",
-        )
+    figure = history.plot()
+    times = figure.axes[-1]
+    seconds = result["baseline"]["epoch_seconds"]
+    times.plot(
+        range(1, len(seconds) + 1),
+        seconds,
+        marker="o",
+        color="black",
+        label="baseline",
+    )
     speedup = result["comparison"]["speedup"]
-    times.set_title(f"(b) time per epoch; fit {speedup:.2f}x faster")
-    times.set_xlabel("epoch")
-    times.set_ylabel("seconds (with validation)")
-    times.set_ylim(bottom=0)
-    times.legend()
-    for axes in (scores, times):
+    times.set_title(f"{times.get_title()}; fit {speedup:.2f}x faster")
+    times.legend(fontsize="small")
+    for axes in figure.axes:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=100)
     logging.info("Wrote %s", path)
-
-
-def _nan(value):
-    return math.nan if value is None else value
 
 
 def main(argv):

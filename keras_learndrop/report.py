@@ -205,6 +205,99 @@ class LearnDropHistory:
         history.notes = list(data["notes"])
         return history
 
+    def plot(self, score=None):
+        """Draws the run: each unit's score and drift, and the epoch times.
+
+        Panels: (a) the policy's score per unit (its last named score, or
+        the change score `c_u`), with an X where the unit froze and the
+        policy's `threshold`; (b) each unit's drift on the probe set (when
+        measured), log scale, with the freeze points; (c) the seconds of
+        each epoch, coloured by mode (`full`, `stem_forward`, `fill`,
+        `replay`). Needs matplotlib (`pip install "keras-learndrop[plot]"`).
+
+        Args:
+            score: String or `None`. The name of the score to draw in (a)
+                (`"change"`, `"continuation"`, ...); `None` takes the
+                policy's last one.
+
+        Returns:
+            A `matplotlib.figure.Figure` (not shown: in a notebook it shows
+            as the cell's value; else `figure.savefig("run.png")`).
+
+        Raises:
+            ImportError: if matplotlib is not installed.
+            ValueError: for a score the history does not hold.
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as error:
+            raise ImportError(
+                "`LearnDropHistory.plot()` needs matplotlib: "
+                '`pip install "keras-learndrop[plot]"` (or `pip install '
+                "matplotlib`)."
+            ) from error
+        names = list(self.evaluations[0].scores) if self.evaluations else []
+        score = score or (names[-1] if names else "change")
+        known = names + ["change", "drift"]
+        if score not in known:
+            raise ValueError(
+                f"`score` must be one of {', '.join(known)}. "
+                f"Received: score={score!r}."
+            )
+        has_drift = any(np.isfinite(e.drift).any() for e in self.evaluations)
+        figure = Figure(
+            figsize=(6 * (2 + has_drift), 4.5), layout="constrained"
+        )
+        panels = list(figure.subplots(1, 2 + has_drift))
+        self._plot_units(panels[0], score, _score_of(score))
+        threshold = (self.policy or {}).get("config", {}).get("threshold")
+        if threshold is not None and score != "change":
+            panels[0].axhline(threshold, color="grey", ls="--", lw=1)
+        panels[0].set_title(f"(a) {score} per unit; X: frozen after that epoch")
+        if has_drift:
+            self._plot_units(panels[1], "drift", lambda e: e.drift)
+            panels[1].set_yscale("log")
+            panels[1].set_title("(b) drift 1 - CKA on the probe set")
+        times = panels[-1]
+        for mode, color in _MODE_COLORS.items():
+            epochs = [e for e in self.epochs if e.mode == mode]
+            if epochs:
+                times.bar(
+                    [e.epoch + 1 for e in epochs],
+                    [e.seconds for e in epochs],
+                    color=color,
+                    label=mode,
+                )
+        times.set_title(f"({'c' if has_drift else 'b'}) seconds per epoch")
+        times.set_xlabel("epoch")
+        times.set_ylabel("seconds")
+        times.legend(fontsize="small")
+        return figure
+
+    def _plot_units(self, axes, name, values):
+        epochs = [e.epoch + 1 for e in self.evaluations]
+        for unit, unit_name in enumerate(self.unit_names):
+            series = [_finite_or_nan(values(e), unit) for e in self.evaluations]
+            (line,) = axes.plot(
+                epochs, series, marker=".", lw=1, label=unit_name
+            )
+            frozen = self.frozen_at.get(unit)
+            at = [
+                i for i, e in enumerate(self.evaluations) if e.epoch == frozen
+            ]
+            if at:
+                axes.plot(
+                    [frozen + 1],
+                    [np.nan_to_num(series[at[0]])],
+                    marker="X",
+                    markersize=9,
+                    color=line.get_color(),
+                    ls="none",
+                )
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(name)
+        axes.legend(fontsize="x-small", ncol=2)
+
     def summary(self):
         """Returns a text table: one row per unit, and the totals.
 
@@ -243,6 +336,25 @@ def print_line(message):
         sys.stdout.flush()
     else:
         logging.info(message)
+
+
+_MODE_COLORS = {
+    "full": "tab:grey",
+    "stem_forward": "tab:orange",
+    "fill": "tab:blue",
+    "replay": "tab:green",
+}
+
+
+def _score_of(name):
+    if name in ("change", "drift"):
+        return lambda evaluation: getattr(evaluation, name)
+    return lambda evaluation: evaluation.scores.get(name, [])
+
+
+def _finite_or_nan(values, unit):
+    value = values[unit] if unit < len(values) else np.nan
+    return float(value) if np.isfinite(value) else np.nan
 
 
 def _json_floats(values):

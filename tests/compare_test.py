@@ -97,7 +97,8 @@ class CompareTest(tf.test.TestCase):
             files["json"], os.path.join(output_dir, "compare.json")
         )
         pixels = image.imread(files["plot"])
-        self.assertEqual(pixels.shape[:2], (450, 1200))
+        # Three panels of 600 pixels: scores, drift, seconds per epoch.
+        self.assertEqual(pixels.shape[:2], (450, 1800))
         # TensorBoard comes after LearnDrop, so it logs LearnDrop's keys.
         learndrop_tags = _event_tags(
             os.path.join(files["tensorboard"], "learndrop")

@@ -1,8 +1,13 @@
 """Tests of LearnDropHistory (totals, JSON, summary) and the logs keys."""
 
+import builtins
 import json
+import os
+from unittest import mock
 
+import numpy as np
 from absl.testing import parameterized
+from matplotlib import image
 
 from keras_learndrop import report
 from keras_learndrop.backend import tf
@@ -96,6 +101,67 @@ class LogKeysTest(parameterized.TestCase, tf.test.TestCase):
             {"ld_epoch_mode", "ld_frozen_units", "ld_flops_saved"},
         )
         self.assertEqual(hidden, ["ld_cache_bytes", "ld_change/unit_0"])
+
+
+def _with_drift(history):
+    history.evaluations[0].drift = [0.02, float("nan"), 0.3]
+    history.evaluations.append(
+        report.Evaluation(
+            1,
+            [float("nan")] * 2 + [0.05],
+            [float("nan")] * 2 + [0.05],
+            0.04,
+            {"continuation": [float("nan")] * 2 + [0.4]},
+            2,
+            drift=[float("nan")] * 2 + [0.2],
+        )
+    )
+    return history
+
+
+class PlotTest(tf.test.TestCase):
+    def test_renders_scores_drift_and_epoch_times_to_a_png(self):
+        figure = _with_drift(_history()).plot()
+        scores, drift, times = figure.axes
+        self.assertEqual(scores.get_ylabel(), "continuation")
+        self.assertEqual(drift.get_yscale(), "log")
+        # One line per unit and one X per frozen unit in each panel.
+        self.assertLen(scores.lines, 3 + 2)
+        self.assertLen(drift.lines, 3 + 2)
+        # One bar per epoch, coloured by its mode.
+        self.assertLen(times.patches, 3)
+        self.assertEqual(
+            sorted(t.get_text() for t in times.get_legend().get_texts()),
+            ["fill", "full", "replay"],
+        )
+        path = os.path.join(self.get_temp_dir(), "run.png")
+        figure.savefig(path)
+        self.assertGreater(image.imread(path).shape[1], 1000)
+
+    def test_without_drift_two_panels(self):
+        figure = _history().plot(score="change")
+        self.assertLen(figure.axes, 2)
+        self.assertAllClose(
+            figure.axes[0].lines[0].get_ydata(), np.array([0.2])
+        )
+
+    def test_an_unknown_score_names_the_known_ones(self):
+        with self.assertRaisesRegex(ValueError, "continuation, change"):
+            _history().plot(score="rate")
+
+    def test_without_matplotlib_says_how_to_install_it(self):
+        real_import = builtins.__import__
+
+        def no_matplotlib(name, *args, **kwargs):
+            if name.startswith("matplotlib"):
+                raise ImportError("No module named 'matplotlib'")
+            return real_import(name, *args, **kwargs)
+
+        with mock.patch.object(builtins, "__import__", no_matplotlib):
+            with self.assertRaisesRegex(
+                ImportError, r"keras-learndrop\[plot\]"
+            ):
+                _history().plot()
 
 
 if __name__ == "__main__":
