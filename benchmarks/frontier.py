@@ -43,6 +43,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from examples import train
+from examples import train_flags
 from keras_learndrop.backend import tf
 
 FLAGS = flags.FLAGS
@@ -52,7 +53,7 @@ BASELINE = "baseline"
 
 def define_flags():
     """Defines the frontier's flags (and the model/data ones of train.py)."""
-    train.define_flags(learn_drop_switch=False, output_dir="")
+    train_flags.define_flags(learn_drop_switch=False, output_dir="")
     flags.adopt_module_key_flags(train)
     for definer, name, default, help_text in (
         (
@@ -166,7 +167,7 @@ def parse_setting(text):
     """
     text, _, options = text.partition("@")
     fields = _setting_policy(text)
-    for name, value in train.parse_policy_args(options).items():
+    for name, value in train_flags.parse_policy_args(options).items():
         if name not in SETTING_OPTIONS:
             raise ValueError(
                 f"After '@', a setting changes one of "
@@ -184,9 +185,9 @@ def _setting_policy(text):
             "schedule": "",
         }
     policy, _, args = text.strip().partition(":")
-    if policy not in train.POLICIES:
+    if policy not in train_flags.POLICIES:
         raise ValueError(
-            f"A setting starts with one of {', '.join(train.POLICIES)}. "
+            f"A setting starts with one of {', '.join(train_flags.POLICIES)}. "
             f"Received: {text!r}"
         )
     if policy == "fixed":
@@ -512,7 +513,7 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     for setting in FLAGS.setting:
         parse_setting(setting)  # Refuse a typo before hours of training.
-    config = train.config_from_flags(output_dir="", verbose=0)
+    config = train_flags.config_from_flags(output_dir="", verbose=0)
     data = train.load_data(config)
     if not FLAGS.holdout:
         data = tuning_split(data, FLAGS.tune_train, FLAGS.tune_val)

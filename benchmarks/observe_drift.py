@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 
 from benchmarks import frontier
 from examples import train
+from examples import train_flags
 from keras_learndrop import drift
 from keras_learndrop import graph
 from keras_learndrop.backend import keras
@@ -288,7 +289,9 @@ def main(argv):
         if FLAGS.plot:
             plot(rows, FLAGS.plot)
         return
-    config = train.config_from_flags(learn_drop=True, output_dir="", verbose=0)
+    config = train_flags.config_from_flags(
+        learn_drop=True, output_dir="", verbose=0
+    )
     data = train.load_data(config)
     if not FLAGS.holdout:
         data = frontier.tuning_split(data, FLAGS.tune_train, FLAGS.tune_val)

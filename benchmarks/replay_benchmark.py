@@ -72,6 +72,7 @@ import keras_learndrop
 from examples import datasets
 from examples import models
 from examples import train
+from examples import train_flags
 from keras_learndrop import graph
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
@@ -98,7 +99,7 @@ _PARTS = ("seconds", "training", "validation", "callback", "learndrop")
 
 def define_flags():
     """Defines the benchmark's flags (the model and data ones of train.py)."""
-    train.define_flags(learn_drop_switch=False)
+    train_flags.define_flags(learn_drop_switch=False)
     for definer, name, default, help_text in (
         (flags.DEFINE_integer, "cut_epoch", 1, "Full epochs before the cut."),
         (flags.DEFINE_integer, "cut_units", 7, "Units frozen at the cut."),

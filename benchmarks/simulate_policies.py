@@ -33,7 +33,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import frontier
-from examples import train
+from examples import train_flags
 from keras_learndrop import policy as policy_lib
 
 FLAGS = flags.FLAGS
@@ -171,9 +171,9 @@ def main(argv):
         recorded = observations(report, epochs)
         print(f"{name}: {len(recorded)} evaluations")
         for setting in FLAGS.setting:
-            config = train.TrainConfig(**frontier.parse_setting(setting))
+            config = train_flags.TrainConfig(**frontier.parse_setting(setting))
             outcome = simulate(
-                train.make_policy(config), recorded, report["unit_flops"]
+                train_flags.make_policy(config), recorded, report["unit_flops"]
             )
             frozen = outcome["frozen_after_epoch"]
             print(

@@ -20,7 +20,7 @@ baseline's beside it) and TensorBoard logs in
 with the `examples` extra (`pip install -e ".[cpu,examples]"`); without it
 the TensorBoard logs are skipped with a warning.
 
-The flags are those of `examples/train.py` (`train.define_flags`) without
+The flags are those of `examples/train.py` (`train_flags.define_flags`) without
 `--learn_drop`. The baseline runs first; each run pays its own tracing.
 """
 
@@ -36,6 +36,7 @@ from matplotlib.ticker import MaxNLocator
 
 import keras_learndrop
 from examples import train
+from examples import train_flags
 from keras_learndrop.backend import keras
 
 FLAGS = flags.FLAGS
@@ -48,7 +49,9 @@ TENSORBOARD_DIR = "tb"
 
 def define_flags():
     """Defines the flags: those of `train.py` but `--learn_drop`."""
-    train.define_flags(learn_drop_switch=False, output_dir="outputs/compare")
+    train_flags.define_flags(
+        learn_drop_switch=False, output_dir="outputs/compare"
+    )
     # So that `--help` lists them as this program's own flags.
     flags.adopt_module_key_flags(train)
 
@@ -57,16 +60,18 @@ def run(config=None, **overrides):
     """Trains the baseline and LearnDrop on the same setup and compares them.
 
     Args:
-        config: A `train.TrainConfig`, or `None` for the defaults. Its
+        config: A `train_flags.TrainConfig`, or `None` for the defaults. Its
             `learn_drop` field is ignored.
-        **overrides: Fields of `train.TrainConfig` to change.
+        **overrides: Fields of `train_flags.TrainConfig` to change.
 
     Returns:
         A JSON-ready dict with `config`, `baseline` and `learndrop` (the
         results of `train.run`), `comparison` (see `compare_runs`) and
         `files` (paths written, empty without `output_dir`).
     """
-    config = dataclasses.replace(config or train.TrainConfig(), **overrides)
+    config = dataclasses.replace(
+        config or train_flags.TrainConfig(), **overrides
+    )
     data = train.load_data(config)
     tensorboard = bool(config.output_dir) and _tensorboard_installed()
     if config.output_dir and not tensorboard:
@@ -267,7 +272,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.verbose:
         logging.set_verbosity(logging.INFO)
-    result = run(train.config_from_flags())
+    result = run(train_flags.config_from_flags())
     print(format_table(result))
 
 

@@ -12,7 +12,7 @@ The flags are those of `examples/train.py` (model, data, optimizer,
 LearnDrop, output) and `--chunks`; each means what it means there, with
 `--epochs` the epochs of each chunk's `fit` and the learning-rate schedule
 running over all chunks. The model, its optimizer and the callback are built
-by `train.py`'s own functions from `train.config_from_flags()`, so every
+by `train.py`'s own functions from `train_flags.config_from_flags()`, so every
 flag takes effect here as it does there. With `--output_dir` the records go
 to `<output_dir>/online.json`.
 
@@ -31,6 +31,7 @@ from absl import app
 from absl import flags
 
 from examples import train
+from examples import train_flags
 from keras_learndrop.backend import keras
 
 FLAGS = flags.FLAGS
@@ -40,7 +41,7 @@ JSON_NAME = "online.json"
 
 def define_flags():
     """Defines the flags of `train.py` (but `--learn_drop`) and `--chunks`."""
-    train.define_flags(learn_drop_switch=False, output_dir="")
+    train_flags.define_flags(learn_drop_switch=False, output_dir="")
     if "chunks" not in FLAGS:
         flags.DEFINE_integer(
             "chunks", 4, "Parts the training data arrive in.", lower_bound=1
@@ -53,9 +54,9 @@ def run(config=None, chunks=4, **overrides):
     """Trains on the chunks in turn; returns one record per chunk.
 
     Args:
-        config: A `train.TrainConfig`, or `None` for its defaults.
+        config: A `train_flags.TrainConfig`, or `None` for its defaults.
         chunks: Integer >= 1. Parts the training data arrive in.
-        **overrides: Fields of `train.TrainConfig` to change, e.g.
+        **overrides: Fields of `train_flags.TrainConfig` to change, e.g.
             `run(model="small_cnn", epochs=2)`.
 
     Returns:
@@ -68,7 +69,9 @@ def run(config=None, chunks=4, **overrides):
             LearnDrop's), for fewer samples than chunks, or an invalid
             setting of `config`.
     """
-    config = dataclasses.replace(config or train.TrainConfig(), **overrides)
+    config = dataclasses.replace(
+        config or train_flags.TrainConfig(), **overrides
+    )
     if not config.learn_drop:
         raise ValueError(
             "examples.online trains with LearnDrop(keep_frozen=True); for a "
@@ -139,7 +142,7 @@ def run(config=None, chunks=4, **overrides):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    records = run(train.config_from_flags(), FLAGS.chunks)
+    records = run(train_flags.config_from_flags(), FLAGS.chunks)
     print("chunk  fit s  frozen  val acc  epoch modes")
     for r in records:
         accuracy = r["val_accuracy"]

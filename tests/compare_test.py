@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 from matplotlib import image
 
 from examples import compare
-from examples import train
+from examples import train_flags
 from keras_learndrop.backend import tf
 
 FLAGS = flags.FLAGS
@@ -150,7 +150,7 @@ class CompareTest(tf.test.TestCase):
         self.assertTrue(os.path.isfile(result["files"]["json"]))
 
     def test_flags_are_those_of_train_but_learn_drop(self):
-        config_fields = set(train.TrainConfig.__dataclass_fields__)
+        config_fields = set(train_flags.TrainConfig.__dataclass_fields__)
         defined = {name for name in config_fields if name in FLAGS}
         # train_test may have defined --learn_drop in this process.
         self.assertEqual(defined | {"learn_drop"}, config_fields)

@@ -8,6 +8,7 @@ from absl.testing import flagsaver
 
 from examples import online
 from examples import train
+from examples import train_flags
 from keras_learndrop.backend import tf
 
 online.define_flags()
@@ -39,7 +40,7 @@ class OnlineTest(tf.test.TestCase):
         # Online builds its data, model, optimizer, inputs and callback with
         # train.py's own functions, each given the whole configuration: a
         # flag means here what it means for examples.train.
-        config = train.TrainConfig(**TINY, policy="fixed", schedule="1:1")
+        config = train_flags.TrainConfig(**TINY, policy="fixed", schedule="1:1")
         wrapped = {
             name: mock.patch.object(train, name, wraps=getattr(train, name))
             for name in (

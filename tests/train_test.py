@@ -14,6 +14,7 @@ from absl.testing import parameterized
 
 from examples import models
 from examples import train
+from examples import train_flags
 from keras_learndrop.backend import tf
 
 FLAGS = flags.FLAGS
@@ -59,7 +60,7 @@ RESULT_KEYS = {
 
 
 def setUpModule():
-    train.define_flags()
+    train_flags.define_flags()
     if not FLAGS.is_parsed():
         FLAGS.mark_as_parsed()
 
@@ -174,7 +175,7 @@ class OptimizerTest(parameterized.TestCase):
         ("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW")
     )
     def test_optimizer_flag_picks_the_class(self, name, class_name):
-        config = train.TrainConfig(optimizer=name, weight_decay=0.01)
+        config = train_flags.TrainConfig(optimizer=name, weight_decay=0.01)
         optimizer = train._optimizer(config, total_steps=100)
         self.assertEqual(type(optimizer).__name__, class_name)
         self.assertAlmostEqual(optimizer.weight_decay, 0.01)
@@ -185,14 +186,18 @@ class OptimizerTest(parameterized.TestCase):
         ("step", {0: 0.1, 50: 0.1, 51: 0.01, 75: 0.01, 76: 0.001}),
     )
     def test_lr_schedule_spans_all_steps(self, schedule, rates):
-        config = train.TrainConfig(learning_rate=0.1, lr_schedule=schedule)
+        config = train_flags.TrainConfig(
+            learning_rate=0.1, lr_schedule=schedule
+        )
         optimizer = train._optimizer(config, total_steps=100)
         for step, rate in rates.items():
             value = optimizer._learning_rate(step)
             self.assertAlmostEqual(float(value), rate, places=6)
 
     def test_constant_learning_rate(self):
-        config = train.TrainConfig(learning_rate=0.1, lr_schedule="constant")
+        config = train_flags.TrainConfig(
+            learning_rate=0.1, lr_schedule="constant"
+        )
         optimizer = train._optimizer(config, total_steps=100)
         self.assertFalse(callable(optimizer._learning_rate))
         self.assertAlmostEqual(float(optimizer.learning_rate), 0.1)
@@ -265,18 +270,18 @@ class OddBatchCrashTest(parameterized.TestCase):
 
 class ParseScheduleTest(parameterized.TestCase):
     def test_docstring_examples(self):
-        result = doctest.testmod(train)
+        result = doctest.testmod(train_flags)
         self.assertGreater(result.attempted, 0)
         self.assertEqual(result.failed, 0)
 
     def test_parses_pairs(self):
-        self.assertEqual(train.parse_schedule("2:3, 4:6"), {2: 3, 4: 6})
-        self.assertIsNone(train.parse_schedule(""))
+        self.assertEqual(train_flags.parse_schedule("2:3, 4:6"), {2: 3, 4: 6})
+        self.assertIsNone(train_flags.parse_schedule(""))
 
     @parameterized.parameters("2", "2:x", "2:3;4:5", ":3")
     def test_refuses_malformed_plans(self, text):
         with self.assertRaisesRegex(ValueError, "'evaluation:units'"):
-            train.parse_schedule(text)
+            train_flags.parse_schedule(text)
 
 
 class PolicyFlagsTest(parameterized.TestCase):
@@ -303,17 +308,17 @@ class PolicyFlagsTest(parameterized.TestCase):
     def test_policy_and_its_arguments_take_effect(
         self, name, args, class_name, expected
     ):
-        config = train.TrainConfig(policy=name, policy_args=args)
+        config = train_flags.TrainConfig(policy=name, policy_args=args)
 
-        made = train.make_policy(config)
+        made = train_flags.make_policy(config)
 
         self.assertEqual(type(made).__name__, class_name)
         for key, value in expected.items():
             self.assertEqual(made.get_config()[key], value)
 
     def test_fixed_takes_the_schedule(self):
-        made = train.make_policy(
-            train.TrainConfig(policy="fixed", schedule="2:3")
+        made = train_flags.make_policy(
+            train_flags.TrainConfig(policy="fixed", schedule="2:3")
         )
 
         self.assertEqual(made.schedule, {2: 3})
@@ -331,13 +336,15 @@ class PolicyFlagsTest(parameterized.TestCase):
     )  # fmt: skip
     def test_bad_policy_flags_are_refused(self, fields, message):
         with self.assertRaisesRegex(ValueError, message):
-            train.make_policy(train.TrainConfig(**fields))
+            train_flags.make_policy(train_flags.TrainConfig(**fields))
 
 
 class FineTuningTest(tf.test.TestCase):
     def test_classes_are_selected_and_relabelled(self):
         data = train.load_data(
-            train.TrainConfig(dataset="digits", classes="7-9", image_size=0)
+            train_flags.TrainConfig(
+                dataset="digits", classes="7-9", image_size=0
+            )
         )
 
         self.assertEqual(data.num_classes, 3)
@@ -346,7 +353,9 @@ class FineTuningTest(tf.test.TestCase):
 
     def test_bad_classes_are_refused(self):
         with self.assertRaisesRegex(ValueError, "distinct labels in"):
-            train.load_data(train.TrainConfig(dataset="digits", classes="9-10"))
+            train.load_data(
+                train_flags.TrainConfig(dataset="digits", classes="9-10")
+            )
         with self.assertRaisesRegex(ValueError, "'0-4' or '5,7,9'"):
             train.parse_classes("a-b")
 
