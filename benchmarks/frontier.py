@@ -20,7 +20,7 @@ training part of the data (see `tuning_split`); `--holdout` trains on the
 training part and validates on the held-out validation images instead, for
 confirming chosen defaults.
 
-Example (one regime; see benchmarks/reproduce.sh for the README's):
+Example (one regime; see benchmarks/reproduce.sh for those of docs/results.md):
 
     python -m benchmarks.frontier --dataset=shared:cifar10 --model=resnet20 \
         --width=0.5 --epochs=30 --seeds=0,1 --regime=resnet20 \

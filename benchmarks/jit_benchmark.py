@@ -6,7 +6,7 @@ data and batch, in one process, and prints milliseconds per step and the
 ratio. `jit_compile="auto"` follows what this measured: off on a CPU, tried
 on a GPU.
 
-Example (the README's figure; about a minute on 2 CPU cores):
+Example (the figure of docs/results.md; about a minute on 2 CPU cores):
 
     python -m benchmarks.jit_benchmark --model=resnet20 --cut_units=7
 """

@@ -18,7 +18,7 @@ probe inputs what the choice of features and of signal changes:
 Each finished run is appended to `--results` (JSON lines; a rerun skips
 what the file holds). `--report` prints the table and draws the plot.
 
-Example (see benchmarks/reproduce.sh for the README's):
+Example (see benchmarks/reproduce.sh for those of docs/results.md):
 
     python -m benchmarks.observe_drift --dataset=shared:cifar10 \
         --image_size=32 --width=0.5 --model=resnet20 --epochs=30 \

@@ -52,7 +52,7 @@ LearnDrop time as a share of that replayed epoch (<= 2 %); the whole `fit`
 of `plain` against `cached_validation` (>= 3x) and `whole_validation`; the
 validation seconds of the three ways to validate.
 
-Example (the README's run):
+Example (the run of docs/results.md):
 
     python -m benchmarks.replay_benchmark --model=resnet20 --width=1.0 \
         --dataset=shared:cifar10 --image_size=32 --max_train=10000 \

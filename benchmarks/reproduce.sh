@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every figure of the README's "Results", in the order they were run there:
+# Every figure of docs/results.md (and the README's table), in the order
+# they were run there:
 # bash benchmarks/reproduce.sh [name ...]   (names: observe frontier-resnet20
 # frontier-finetune frontier-vgg11 frontier-augment frontier-dropout
 # frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout

@@ -1,6 +1,7 @@
 r"""Trains the plain baseline and LearnDrop side by side, and compares them.
 
-Usage (the README's demo: about 1.5 minutes on 2 CPU cores, no download):
+Usage (the demo of `scripts/demo.sh`: about 1.5 minutes on 2 CPU cores, no
+download):
 
     python -m examples.compare
     python -m examples.compare --model=resnet20 --dataset=shared:cifar10 \

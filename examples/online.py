@@ -16,7 +16,7 @@ by `train.py`'s own functions from `train_flags.config_from_flags()`, so every
 flag takes effect here as it does there. With `--output_dir` the records go
 to `<output_dir>/online.json`.
 
-Example (the README's run; about a minute on 2 CPU cores):
+Example (the run of docs/results.md; about a minute on 2 CPU cores):
 
     python -m examples.online --dataset=shared:mnist --model=small_cnn \
         --width=1 --chunks=4 --epochs=4 --batch_size=64

@@ -113,7 +113,7 @@ class LearnDrop(keras.callbacks.Callback):
             the cache engages. Its image augmentation layers (`RandomFlip`,
             ...) draw either way. Defaults to `"inference"`: on ResNet-20
             with dropout in every block it was faster and no less accurate
-            than `"train"` (see the README).
+            than `"train"` (docs/results.md).
         jit_compile: Boolean or `"auto"`. XLA-compile the rebuilt steps;
             `"auto"` tries it on a GPU (falling back when a step does not
             compile) and skips it on a CPU. Defaults to `"auto"`.

@@ -1,7 +1,7 @@
 """How far each unit's features moved: linear CKA on a fixed probe set.
 
 The weight scores of `scoring` fall with the learning rate, the same curve
-for every unit (see the README), so they say *when* but not *which* unit
+for every unit (docs/results.md), so they say *when* but not *which* unit
 is done. This module reads the network instead. At every evaluation each
 unit's output on a fixed set of probe inputs is compared with its output
 at the previous evaluation:
@@ -42,7 +42,7 @@ from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 
 # Probe inputs per `fit`: enough for a CKA estimate whose noise stays well
-# below the drifts that separate the units in the README's runs.
+# below the drifts that separate the units in the runs of docs/results.md.
 DEFAULT_PROBE_SIZE = 256
 # Feature maps are average-pooled to at most this many positions per side
 # before the Gram matrix (see `pooled_features`).

@@ -135,9 +135,9 @@ class FreezePolicy:
             inputs are randomly augmented (`Observation.augmented`). Such
             a stem sees new images every epoch, so it is not replayed from
             a cache (a frozen stem saves its backward pass only), and in
-            the README's runs every freeze under augmentation cost accuracy
-            (about a point even in the last third of the run). Defaults to
-            `True`; the default policy sets `False`.
+            the runs of docs/results.md every freeze under augmentation
+            cost accuracy (about a point even in the last third of the
+            run). Defaults to `True`; the default policy sets `False`.
 
     Attributes:
         samples_per_epoch: Integer. How many times per epoch LearnDrop
@@ -356,7 +356,7 @@ class LearnDropScores(_StreakPolicy):
     last one (unit `i` of `n`: `threshold * (last_unit_threshold /
     threshold) ** (i / (n - 1))`), so deeper units freeze later.
 
-    Why this form (the README's "Choosing the policy" has the runs): in a
+    Why this form (docs/results.md, "Choosing the policy", has the runs): in a
     ResNet-20 trained from scratch under a cosine schedule, `v_u` of every
     unit stays within a factor of two from the second epoch to the last,
     so a score that compares the change with its own peak measures the
@@ -438,9 +438,9 @@ class LearnDropScores(_StreakPolicy):
         about 2 %, so the stem grows unit by unit, deeper units later.
         `freeze_augmented=False`: nothing freezes while the training
         inputs are randomly augmented, where every freeze measured cost
-        accuracy. See the README's frontier for what it gained and cost
-        against `LearnDropScores()` (one threshold for every unit, which
-        freezes the whole stem at once).
+        accuracy. See the frontier in docs/results.md for what it gained
+        and cost against `LearnDropScores()` (one threshold for every
+        unit, which freezes the whole stem at once).
 
         Args:
             **kwargs: Arguments of `LearnDropScores` to change.
@@ -454,7 +454,7 @@ class LearnDropScores(_StreakPolicy):
         A unit freezes once at most 70 % of its learning is still to come:
         under a cosine schedule the whole stem freezes after about a fifth
         of the run. Meant for residual networks trained without random
-        augmentation, and for fine-tuning: on the README's frontier
+        augmentation, and for fine-tuning: on the frontier of docs/results.md
         ResNet-20 from scratch trained 2.8x faster for 1.4 points of
         accuracy, but VGG-11 lost 17 points and ResNet-20 with random
         augmentation 9 (the stem was not done learning there; its weights'
@@ -895,7 +895,8 @@ class FeatureDrift(_StreakPolicy):
         }
 
 
-# The settings chosen from the frontier (README, "Choosing the policy").
+# The settings chosen from the frontier (docs/results.md, "Choosing the
+# policy").
 DEFAULT_SCORES = {"last_unit_threshold": 0.02, "freeze_augmented": False}
 AGGRESSIVE_SCORES = {"threshold": 0.7}
 

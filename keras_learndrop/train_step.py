@@ -35,7 +35,7 @@ def resolve_jit_compile(jit_compile):
     """Resolves `"auto"`: XLA is tried on a GPU, off on a CPU.
 
     On the CPU of a 2-core machine XLA-compiled convolution steps measured
-    slower than TensorFlow's own kernels (see the README's benchmark).
+    slower than TensorFlow's own kernels (docs/results.md, "XLA on a CPU").
     """
     if jit_compile == "auto":
         return bool(tf.config.list_logical_devices("GPU"))
