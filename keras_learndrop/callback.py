@@ -17,6 +17,7 @@ import numpy as np
 
 from keras_learndrop import flops
 from keras_learndrop import graph
+from keras_learndrop import input_randomness
 from keras_learndrop import keras_internals
 from keras_learndrop import policy as policy_lib
 from keras_learndrop import report
@@ -91,12 +92,21 @@ class LearnDrop(keras.callbacks.Callback):
             cannot be exact, the whole model validates, with a note in the
             history. `evaluate` and `predict` outside `fit` always run the
             whole model. Defaults to `True`.
-        augmented_inputs: Boolean. Declare that the input pipeline draws
-            random augmentations, so a cached view would be stale. Random
-            layers in the stem (`RandomFlip`, `Dropout`, ...) are detected
-            without it. The default policy does not freeze under random
+        augmented_inputs: `None`, `True` or `False`. Whether the input
+            pipeline draws random augmentations, so that a cached view
+            would be stale. `None` finds out when `fit` starts (see
+            `input_randomness`): it reads the graph of a `tf.data.Dataset`
+            (the functions of its `map`s included) for random operations,
+            and reads batch 0 of a `keras.utils.PyDataset` twice and
+            compares (two reads of one batch; milliseconds for a graph);
+            `history.notes` says what it found, or that a Python generator
+            or `py_function` cannot be checked. `True` declares random
+            inputs, `False` fixed ones, whatever would be found (for a
+            random op that draws the same values every epoch). Random
+            layers in the model (`RandomFlip`, `Dropout`, ...) are detected
+            either way. The default policy does not freeze under random
             augmentation (`freeze_augmented=False`, see `FreezePolicy`).
-            Defaults to `False`.
+            Defaults to `None`.
         augmented_views: Integer >= 0. With random inputs or a random stem:
             `0` runs the stem forward every epoch (exact, slower); `K > 0`
             caches `K` augmented views, filled in `K` epochs and replayed in
@@ -172,7 +182,7 @@ class LearnDrop(keras.callbacks.Callback):
         cache_dtype="float32",
         memory_budget=None,
         cache_validation=True,
-        augmented_inputs=False,
+        augmented_inputs=None,
         augmented_views=0,
         stem_dropout="inference",
         jit_compile="auto",
@@ -198,7 +208,8 @@ class LearnDrop(keras.callbacks.Callback):
         if memory_budget is not None:
             check_int("memory_budget", memory_budget, 0)
         check_bool("cache_validation", cache_validation)
-        check_bool("augmented_inputs", augmented_inputs)
+        if augmented_inputs is not None:
+            check_bool("augmented_inputs", augmented_inputs, extra="or None")
         check_int("augmented_views", augmented_views, 0)
         check_choice("stem_dropout", stem_dropout, STEM_DROPOUT)
         if jit_compile != "auto":
@@ -252,6 +263,8 @@ class LearnDrop(keras.callbacks.Callback):
         self._run_seed = None
         self._cache_note = None  # Why this fit does not cache, or None.
         self._augmented = False  # Whether the training inputs are random.
+        self._random_inputs = False  # Whether `fit`'s input pipeline is.
+        self._input_note = None  # Why that is unknown, until warned.
         self._cache = None
         self._budget = None  # Bytes for both caches, once known.
         self._validation = None  # `validation.ValidationFunction`.
@@ -312,6 +325,7 @@ class LearnDrop(keras.callbacks.Callback):
             else int(np.random.randint(0, 2**31 - 1))
         )
         self._cache_note = self._cache_refusal()
+        self._random_inputs = self._detect_random_inputs()
         self._augmented = self._inputs_augmented()
         if self._augmented and not self._policy.freeze_augmented:
             note = (
@@ -703,15 +717,49 @@ class LearnDrop(keras.callbacks.Callback):
                 for layer in random_layers
                 if keras_internals.is_input_augmentation(layer)
             ]
-        return self.augmented_inputs or bool(random_layers)
+        return self._random_inputs or bool(random_layers)
 
     def _inputs_augmented(self):
         """Whether this fit's training inputs are randomly augmented."""
         layers = keras_internals.flatten_layers(self.model)
-        return self.augmented_inputs or any(
+        return self._random_inputs or any(
             keras_internals.is_input_augmentation(layer)
             for layer in stem_cache.stochastic_layers(layers)
         )
+
+    def _detect_random_inputs(self):
+        """Whether `fit`'s input pipeline is random: declared, else found.
+
+        Notes what was found (see `input_randomness`).
+        """
+        if self.augmented_inputs is not None:
+            return self.augmented_inputs
+        if self._fit_iterator is None:
+            return False
+        found = input_randomness.inspect_input(
+            *keras_internals.fit_input(self._fit_iterator)
+        )
+        if found.random:
+            note = (
+                f"random training inputs in {found.source}: "
+                f"{found.describe()}; treated as `augmented_inputs=True`. "
+                "Pass `augmented_inputs=False` if they are the same every "
+                "epoch"
+            )
+        elif found.random is None and self._cache_note is None:
+            reason = f" ({found.describe()})" if found.findings else ""
+            note = self._input_note = (
+                f"{found.source}{reason} cannot be checked for random "
+                "augmentation, and the stem's cache assumes the same inputs "
+                "every epoch. Pass `augmented_inputs=True` if it draws "
+                "random augmentations, `augmented_inputs=False` if not"
+            )
+        else:
+            return False
+        self.history.note(note)
+        if self.verbose:
+            report.print_line(f"LearnDrop: {note}.")
+        return bool(found.random)
 
     def _cache_refusal(self):
         """Returns why features cannot be cached in this fit, or None."""
@@ -881,10 +929,18 @@ class LearnDrop(keras.callbacks.Callback):
                 )
             self._refuse_cache(
                 "the stem draws random numbers in training (random "
-                "augmentation or dropout, or `augmented_inputs=True`), so "
+                "augmentation or dropout, or random training inputs), so "
                 "one cached view would be wrong; the stem runs forward "
                 "every epoch. Pass `augmented_views=K` to cache K views" + hint
             )
+        if (
+            self._input_note is not None
+            and self._policy.stem_size
+            and self._cache_note is None
+            and not self._stochastic()
+        ):
+            warnings.warn(f"LearnDrop: {self._input_note}.", stacklevel=2)
+            self._input_note = None
 
     def _grow(self, old_stem, new_stem):
         self._freeze(new_stem)

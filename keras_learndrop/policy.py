@@ -77,8 +77,9 @@ class Observation:
             schedule (a constant rate counts as constant). `None` when the
             run's length is unknown.
         augmented: Boolean. Whether the training inputs are randomly
-            augmented: LearnDrop's `augmented_inputs=True`, or Keras's
-            random image augmentation layers in the model.
+            augmented: LearnDrop's `augmented_inputs=True`, random
+            operations it found in the input pipeline, or Keras's random
+            image augmentation layers in the model.
     """
 
     epoch: int
