@@ -56,6 +56,13 @@ class LearnDrop(keras.callbacks.Callback):
     (`cache_validation`); `evaluate` and `predict` outside `fit` always run
     the whole model.
 
+    Leading layers that you froze yourself (a `keras.applications` base
+    with `base_model.trainable = False`) need no decision: the leading
+    units without trainable weights are the stem from the start, so the
+    first epoch fills the cache and the second replays it, and the policy
+    decides only about the units after them. `history.frozen_at` records
+    them at epoch `-1`.
+
     Put `LearnDrop` before loggers (`CSVLogger`, `TensorBoard`) in
     `callbacks` so that they see its `logs` keys: `ld_frozen_units`,
     `ld_frozen_layers`, `ld_epoch_mode` (0 full, 1 stem forward, 2 fill,
@@ -378,6 +385,16 @@ class LearnDrop(keras.callbacks.Callback):
         )
         self._policy = self.policy
         self._policy.build(len(units))
+        base = _frozen_base(units)
+        if base:
+            # A base the user froze needs no decision: it is the stem from
+            # the first epoch, and the policy decides about the rest.
+            self._policy.reset(stem_size=base)
+            self.history.frozen_at.update(dict.fromkeys(range(base), -1))
+            self.history.note(
+                f"the first {base} units have no trainable weights (layers "
+                "you froze): they are the stem from the first epoch"
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch:
@@ -1033,6 +1050,14 @@ class LearnDrop(keras.callbacks.Callback):
         logs["ld_cache_bytes"] = record.cache_bytes
         logs["ld_forward_flops"] = record.forward_flops
         logs["ld_flops_saved"] = self.history.flops_reduction
+
+
+def _frozen_base(units):
+    """Counts the leading units without trainable weights (never all)."""
+    count = 0
+    while count < len(units) - 1 and not units[count].trainable_weights:
+        count += 1
+    return count
 
 
 def _sample_interval(steps, samples_per_epoch):

@@ -968,6 +968,35 @@ class InputPipelineTest(parameterized.TestCase, tf.test.TestCase):
         # Without it the stem froze and replayed one augmented view.
         self.assertEqual(overridden.epochs[-1].mode, "replay")
 
+    def test_python_generator_gets_one_note_and_one_warning(self):
+        def batches():
+            for start in range(0, 48, 8):
+                yield self.x[start : start + 8], self.y[start : start + 8]
+
+        # Two units frozen by hand: the stem is cached from the first epoch
+        # (a one-shot generator serves one epoch only).
+        model = tiny_models.conv_net()
+        for name in ("conv1", "bn1", "conv2"):
+            model.get_layer(name).trainable = False
+        tiny_models.compile_model(model)
+        callback = keras_learndrop.LearnDrop()
+        with self.assertWarnsRegex(
+            UserWarning, "the Python generator cannot be checked"
+        ):
+            model.fit(batches(), epochs=2, callbacks=[callback], verbose=0)
+        history = callback.history
+        self.assertEqual([e.mode for e in history.epochs], ["fill", "replay"])
+        notes = [n for n in history.notes if "generator" in n]
+        self.assertEqual(
+            notes,
+            [
+                "the Python generator cannot be checked for random "
+                "augmentation, and the stem's cache assumes the same inputs "
+                "every epoch. Pass `augmented_inputs=True` if it draws "
+                "random augmentations, `augmented_inputs=False` if not"
+            ],
+        )
+
     def test_py_function_in_a_map_gets_the_note(self):
         dataset = self._dataset().map(
             lambda x, y: (tf.py_function(tf.identity, [x], "float32"), y)
@@ -982,6 +1011,132 @@ class InputPipelineTest(parameterized.TestCase, tf.test.TestCase):
             history.notes[0],
         )
         self.assertLen(self.warnings, 1)
+
+
+class FrozenBaseTest(parameterized.TestCase, tf.test.TestCase):
+    """Leading layers the user froze are the stem from the first epoch."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+        self.x, self.y = tiny_models.data(48)
+
+    def _model(self, front=()):
+        model = tiny_models.conv_net(front=front)
+        # keras.io's transfer learning: the base's layers frozen by hand.
+        for name in ("conv1", "bn1", "conv2"):
+            model.get_layer(name).trainable = False
+        return tiny_models.compile_model(model)
+
+    def test_frozen_base_is_filled_then_replayed(self):
+        model = self._model()
+        base = _weights(graph.UnitChain(model).layers_of(0, 2))
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({})
+        )
+        _fit(model, callback, self.x, self.y, 3)
+
+        history = callback.history
+        self.assertEqual(
+            [e.mode for e in history.epochs], ["fill", "replay", "replay"]
+        )
+        self.assertEqual([e.frozen_units for e in history.epochs], [2, 2, 2])
+        self.assertEqual(history.frozen_at, {0: -1, 1: -1})
+        self.assertIn(
+            "first 2 units have no trainable weights", history.notes[0]
+        )
+        flops = history.unit_flops
+        full, head = 48 * sum(flops), 48 * sum(flops[2:])
+        self.assertEqual(
+            [e.forward_flops for e in history.epochs], [full, head, head]
+        )
+        chain = graph.UnitChain(model)
+        for before, after in zip(base, _weights(chain.layers_of(0, 2))):
+            self.assertAllEqual(before, after)
+        # The user's own flags come back: the base stays frozen.
+        self.assertFalse(model.get_layer("conv2").trainable)
+        self.assertTrue(model.get_layer("conv3").trainable)
+
+    def test_the_policy_extends_the_frozen_base(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({2: 3})
+        )
+        _fit(model, callback, self.x, self.y, 4)
+
+        history = callback.history
+        self.assertEqual(
+            [e.mode for e in history.epochs],
+            ["fill", "replay", "replay", "replay"],
+        )
+        self.assertEqual([e.frozen_units for e in history.epochs], [2, 2, 3, 3])
+        self.assertEqual(history.frozen_at, {0: -1, 1: -1, 2: 1})
+        # The evaluations scored only the units after the base.
+        self.assertTrue(np.isnan(history.evaluations[0].change[:2]).all())
+        self.assertTrue(np.isfinite(history.evaluations[0].change[2:]).all())
+
+    def test_default_policy_decides_only_after_the_base(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop()
+        _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs], ["fill", "replay"]
+        )
+
+    def test_augmentation_before_the_base_runs_it_forward(self):
+        flip = keras.layers.RandomFlip("horizontal", seed=1)
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({})
+        )
+        with self.assertWarnsRegex(UserWarning, "augmented_views"):
+            _fit(self._model(front=[flip]), callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["stem_forward", "stem_forward"],
+        )
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({}), augmented_views=2
+        )
+        _fit(self._model(front=[flip]), callback, self.x, self.y, 3)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["fill", "fill", "replay"],
+        )
+
+    def test_augmented_pipeline_runs_the_base_forward(self):
+        dataset = (
+            tf.data.Dataset.from_tensor_slices((self.x, self.y))
+            .batch(8)
+            .map(_flip)
+        )
+        callback = keras_learndrop.LearnDrop()
+        model = self._model()
+        with self.assertWarnsRegex(UserWarning, "augmented_views"):
+            model.fit(dataset, epochs=2, callbacks=[callback], verbose=0)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["stem_forward", "stem_forward"],
+        )
+
+    def test_keep_frozen_starts_the_next_fit_with_the_base(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({}), keep_frozen=True
+        )
+        _fit(model, callback, self.x, self.y, 2)
+        _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["fill", "replay", "fill", "replay"],
+        )
+
+    def test_cache_off_runs_the_base_forward(self):
+        callback = keras_learndrop.LearnDrop(cache="off")
+        _fit(self._model(), callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["stem_forward", "stem_forward"],
+        )
 
 
 class AddLogs(keras.callbacks.Callback):
