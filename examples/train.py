@@ -29,10 +29,12 @@ zero padding and random crop of a 32x32 image) run on each batch in the
 pipeline, not as layers of the model. The model (and so its units, FLOPs and
 saved config) stays the same with and without augmentation, and the
 augmentation runs on the CPU beside training. A cached view of the stem's
-output would then replay one draw of the augmentation, so `run` passes
-`augmented_inputs=True` to LearnDrop, and `--augmented_views=K` caches K
-augmented views (0: the frozen stem runs forward every epoch). Horizontal
-flips suit natural images (CIFAR-10, Imagenette), not digits.
+output would then replay one draw of the augmentation; LearnDrop finds the
+random ops in the pipeline's graph (`--augmented_inputs=detect`, the
+default; `true` declares them, `false` declares the pipeline fixed, which
+replays one augmented view), and `--augmented_views=K` caches K augmented
+views (0: the frozen stem runs forward every epoch). Horizontal flips suit
+natural images (CIFAR-10, Imagenette), not digits.
 """
 
 import ast
@@ -64,6 +66,8 @@ JIT_COMPILE = ("auto", "true", "false")
 # vgg11 at width 0.25 on 1,617 digits at 32x32, batch 64; epochs 2-6 of 3
 # alternating runs each): tf_data 1.60, numpy 2.31.
 _INPUT_PIPELINES = ("tf_data", "numpy")
+# `--augmented_inputs` -> LearnDrop's `augmented_inputs`.
+_AUGMENTED_INPUTS = {"detect": None, "true": True, "false": False}
 # Step schedule: the learning rate is divided by 10 after these fractions
 # of the training steps (the CIFAR ResNet recipe of He et al., 2016).
 _STEP_BOUNDARIES = (0.5, 0.75)
@@ -108,6 +112,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_schedule: str = "cosine"
     augment: bool = False
+    augmented_inputs: str = "detect"
     input_pipeline: str = "tf_data"
     learn_drop: bool = True
     policy: str = "default"
@@ -228,8 +233,16 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "augment",
         "Random horizontal flip and translation (up to 12.5 %, zero fill: "
         "4-pixel pad and crop at 32x32) of each training batch in the "
-        "tf.data input pipeline; LearnDrop is then told so "
-        "(augmented_inputs=True). Meant for natural images.",
+        "tf.data input pipeline, where LearnDrop finds it (see "
+        "--augmented_inputs). Meant for natural images.",
+    )
+    define(
+        flags.DEFINE_enum,
+        "augmented_inputs",
+        "LearnDrop's augmented_inputs: 'detect' (None) finds random ops in "
+        "the input pipeline, 'true' declares them, 'false' declares the "
+        "pipeline fixed (a freeze then replays one augmented view).",
+        enum_values=list(_AUGMENTED_INPUTS),
     )
     # Optimization.
     define(flags.DEFINE_integer, "epochs", "Training epochs.", lower_bound=1)
@@ -820,7 +833,7 @@ def learn_drop_callback(config, **overrides):
             if config.memory_budget_mb is None
             else int(config.memory_budget_mb * 2**20)
         ),
-        augmented_inputs=config.augment,
+        augmented_inputs=_AUGMENTED_INPUTS[config.augmented_inputs],
         augmented_views=config.augmented_views,
         stem_dropout=config.stem_dropout,
         cache_validation=config.cache_validation,
@@ -843,6 +856,7 @@ def _check_config(config):
         ("lr_schedule", LR_SCHEDULES),
         ("jit_compile", JIT_COMPILE),
         ("input_pipeline", _INPUT_PIPELINES),
+        ("augmented_inputs", tuple(_AUGMENTED_INPUTS)),
     ):
         value = getattr(config, name)
         if value not in choices:
