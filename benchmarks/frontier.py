@@ -146,7 +146,12 @@ OBSERVE = "observe"
 
 
 # Runner options a setting may change besides its policy ('@name=value').
-SETTING_OPTIONS = ("augmented_views", "stem_dropout", "cache_validation")
+SETTING_OPTIONS = (
+    "augmented_views",
+    "stem_dropout",
+    "cache_validation",
+    "augmented_inputs",
+)
 
 
 def parse_setting(text):

@@ -29,10 +29,12 @@ zero padding and random crop of a 32x32 image) run on each batch in the
 pipeline, not as layers of the model. The model (and so its units, FLOPs and
 saved config) stays the same with and without augmentation, and the
 augmentation runs on the CPU beside training. A cached view of the stem's
-output would then replay one draw of the augmentation, so `run` passes
-`augmented_inputs=True` to LearnDrop, and `--augmented_views=K` caches K
-augmented views (0: the frozen stem runs forward every epoch). Horizontal
-flips suit natural images (CIFAR-10, Imagenette), not digits.
+output would then replay one draw of the augmentation; LearnDrop finds the
+random ops in the pipeline's graph (`--augmented_inputs=detect`, the
+default; `true` declares them, `false` declares the pipeline fixed, which
+replays one augmented view), and `--augmented_views=K` caches K augmented
+views (0: the frozen stem runs forward every epoch). Horizontal flips suit
+natural images (CIFAR-10, Imagenette), not digits.
 """
 
 import dataclasses
@@ -394,7 +396,7 @@ def learn_drop_callback(config, **overrides):
             if config.memory_budget_mb is None
             else int(config.memory_budget_mb * 2**20)
         ),
-        augmented_inputs=config.augment,
+        augmented_inputs=train_flags.AUGMENTED_INPUTS[config.augmented_inputs],
         augmented_views=config.augmented_views,
         stem_dropout=config.stem_dropout,
         cache_validation=config.cache_validation,
@@ -417,6 +419,7 @@ def _check_config(config):
         ("lr_schedule", train_flags.LR_SCHEDULES),
         ("jit_compile", train_flags.JIT_COMPILE),
         ("input_pipeline", train_flags.INPUT_PIPELINES),
+        ("augmented_inputs", tuple(train_flags.AUGMENTED_INPUTS)),
     ):
         value = getattr(config, name)
         if value not in choices:

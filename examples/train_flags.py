@@ -27,6 +27,8 @@ JIT_COMPILE = ("auto", "true", "false")
 # vgg11 at width 0.25 on 1,617 digits at 32x32, batch 64; epochs 2-6 of 3
 # alternating runs each): tf_data 1.60, numpy 2.31.
 INPUT_PIPELINES = ("tf_data", "numpy")
+# `--augmented_inputs` -> LearnDrop's `augmented_inputs`.
+AUGMENTED_INPUTS = {"detect": None, "true": True, "false": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,7 @@ class TrainConfig:
     reduce_lr_factor: float = 0.2
     early_stopping_patience: int = 0
     augment: bool = False
+    augmented_inputs: str = "detect"
     input_pipeline: str = "tf_data"
     learn_drop: bool = True
     policy: str = "default"
@@ -181,8 +184,16 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "augment",
         "Random horizontal flip and translation (up to 12.5 %, zero fill: "
         "4-pixel pad and crop at 32x32) of each training batch in the "
-        "tf.data input pipeline; LearnDrop is then told so "
-        "(augmented_inputs=True). Meant for natural images.",
+        "tf.data input pipeline, where LearnDrop finds it (see "
+        "--augmented_inputs). Meant for natural images.",
+    )
+    define(
+        flags.DEFINE_enum,
+        "augmented_inputs",
+        "LearnDrop's augmented_inputs: 'detect' (None) finds random ops in "
+        "the input pipeline, 'true' declares them, 'false' declares the "
+        "pipeline fixed (a freeze then replays one augmented view).",
+        enum_values=list(AUGMENTED_INPUTS),
     )
     # Optimization.
     define(flags.DEFINE_integer, "epochs", "Training epochs.", lower_bound=1)

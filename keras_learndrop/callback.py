@@ -18,6 +18,7 @@ import numpy as np
 from keras_learndrop import drift
 from keras_learndrop import flops
 from keras_learndrop import graph
+from keras_learndrop import input_randomness
 from keras_learndrop import keras_internals
 from keras_learndrop import policy as policy_lib
 from keras_learndrop import report
@@ -56,6 +57,13 @@ class LearnDrop(keras.callbacks.Callback):
     (`cache_validation`); `evaluate` and `predict` outside `fit` always run
     the whole model.
 
+    Leading layers that you froze yourself (a `keras.applications` base
+    with `base_model.trainable = False`) need no decision: the leading
+    units without trainable weights are the stem from the start, so the
+    first epoch fills the cache and the second replays it, and the policy
+    decides only about the units after them. `history.frozen_at` records
+    them at epoch `-1`.
+
     Put `LearnDrop` before loggers (`CSVLogger`, `TensorBoard`) in
     `callbacks` so that they see its `logs` keys: `ld_frozen_units`,
     `ld_frozen_layers`, `ld_epoch_mode` (0 full, 1 stem forward, 2 fill,
@@ -93,12 +101,21 @@ class LearnDrop(keras.callbacks.Callback):
             cannot be exact, the whole model validates, with a note in the
             history. `evaluate` and `predict` outside `fit` always run the
             whole model. Defaults to `True`.
-        augmented_inputs: Boolean. Declare that the input pipeline draws
-            random augmentations, so a cached view would be stale. Random
-            layers in the stem (`RandomFlip`, `Dropout`, ...) are detected
-            without it. The default policy does not freeze under random
+        augmented_inputs: `None`, `True` or `False`. Whether the input
+            pipeline draws random augmentations, so that a cached view
+            would be stale. `None` finds out when `fit` starts (see
+            `input_randomness`): it reads the graph of a `tf.data.Dataset`
+            (the functions of its `map`s included) for random operations,
+            and reads batch 0 of a `keras.utils.PyDataset` twice and
+            compares (two reads of one batch; milliseconds for a graph);
+            `history.notes` says what it found, or that a Python generator
+            or `py_function` cannot be checked. `True` declares random
+            inputs, `False` fixed ones, whatever would be found (for a
+            random op that draws the same values every epoch). Random
+            layers in the model (`RandomFlip`, `Dropout`, ...) are detected
+            either way. The default policy does not freeze under random
             augmentation (`freeze_augmented=False`, see `FreezePolicy`).
-            Defaults to `False`.
+            Defaults to `None`.
         augmented_views: Integer >= 0. With random inputs or a random stem:
             `0` runs the stem forward every epoch (exact, slower); `K > 0`
             caches `K` augmented views, filled in `K` epochs and replayed in
@@ -180,7 +197,7 @@ class LearnDrop(keras.callbacks.Callback):
         cache_dtype="float32",
         memory_budget=None,
         cache_validation=True,
-        augmented_inputs=False,
+        augmented_inputs=None,
         augmented_views=0,
         stem_dropout="inference",
         jit_compile="auto",
@@ -207,7 +224,8 @@ class LearnDrop(keras.callbacks.Callback):
         if memory_budget is not None:
             check_int("memory_budget", memory_budget, 0)
         check_bool("cache_validation", cache_validation)
-        check_bool("augmented_inputs", augmented_inputs)
+        if augmented_inputs is not None:
+            check_bool("augmented_inputs", augmented_inputs, extra="or None")
         check_int("augmented_views", augmented_views, 0)
         check_choice("stem_dropout", stem_dropout, STEM_DROPOUT)
         if jit_compile != "auto":
@@ -276,6 +294,8 @@ class LearnDrop(keras.callbacks.Callback):
         self._run_seed = None
         self._cache_note = None  # Why this fit does not cache, or None.
         self._augmented = False  # Whether the training inputs are random.
+        self._random_inputs = False  # Whether `fit`'s input pipeline is.
+        self._input_note = None  # Why that is unknown, until warned.
         self._cache = None
         self._budget = None  # Bytes for both caches, once known.
         self._validation = None  # `validation.ValidationFunction`.
@@ -338,6 +358,7 @@ class LearnDrop(keras.callbacks.Callback):
             else int(np.random.randint(0, 2**31 - 1))
         )
         self._cache_note = self._cache_refusal()
+        self._random_inputs = self._detect_random_inputs()
         self._augmented = self._inputs_augmented()
         if self._augmented and not self._policy.freeze_augmented:
             note = (
@@ -391,6 +412,16 @@ class LearnDrop(keras.callbacks.Callback):
         )
         self._policy = self.policy
         self._policy.build(len(units))
+        base = _frozen_base(units)
+        if base:
+            # A base the user froze needs no decision: it is the stem from
+            # the first epoch, and the policy decides about the rest.
+            self._policy.reset(stem_size=base)
+            self.history.frozen_at.update(dict.fromkeys(range(base), -1))
+            self.history.note(
+                f"the first {base} units have no trainable weights (layers "
+                "you froze): they are the stem from the first epoch"
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._scoring_seconds = 0.0
@@ -757,15 +788,49 @@ class LearnDrop(keras.callbacks.Callback):
                 for layer in random_layers
                 if keras_internals.is_input_augmentation(layer)
             ]
-        return self.augmented_inputs or bool(random_layers)
+        return self._random_inputs or bool(random_layers)
 
     def _inputs_augmented(self):
         """Whether this fit's training inputs are randomly augmented."""
         layers = keras_internals.flatten_layers(self.model)
-        return self.augmented_inputs or any(
+        return self._random_inputs or any(
             keras_internals.is_input_augmentation(layer)
             for layer in stem_cache.stochastic_layers(layers)
         )
+
+    def _detect_random_inputs(self):
+        """Whether `fit`'s input pipeline is random: declared, else found.
+
+        Notes what was found (see `input_randomness`).
+        """
+        if self.augmented_inputs is not None:
+            return self.augmented_inputs
+        if self._fit_iterator is None:
+            return False
+        found = input_randomness.inspect_input(
+            *keras_internals.fit_input(self._fit_iterator)
+        )
+        if found.random:
+            note = (
+                f"random training inputs in {found.source}: "
+                f"{found.describe()}; treated as `augmented_inputs=True`. "
+                "Pass `augmented_inputs=False` if they are the same every "
+                "epoch"
+            )
+        elif found.random is None and self._cache_note is None:
+            reason = f" ({found.describe()})" if found.findings else ""
+            note = self._input_note = (
+                f"{found.source}{reason} cannot be checked for random "
+                "augmentation, and the stem's cache assumes the same inputs "
+                "every epoch. Pass `augmented_inputs=True` if it draws "
+                "random augmentations, `augmented_inputs=False` if not"
+            )
+        else:
+            return False
+        self.history.note(note)
+        if self.verbose:
+            report.print_line(f"LearnDrop: {note}.")
+        return bool(found.random)
 
     def _cache_refusal(self):
         """Returns why features cannot be cached in this fit, or None."""
@@ -936,7 +1001,12 @@ class LearnDrop(keras.callbacks.Callback):
         if not self.probe_size:
             return None
         for data in keras_internals.fit_data(self.model):
-            probe = drift.draw_probe(data, self.probe_size, self._run_seed)
+            probe = drift.draw_probe(
+                data,
+                self.probe_size,
+                self._run_seed,
+                input_rank=len(self._chain.input.shape),
+            )
             if probe is not None:
                 return drift.DriftTracker(self._chain, probe)
         note = (
@@ -978,10 +1048,18 @@ class LearnDrop(keras.callbacks.Callback):
                 )
             self._refuse_cache(
                 "the stem draws random numbers in training (random "
-                "augmentation or dropout, or `augmented_inputs=True`), so "
+                "augmentation or dropout, or random training inputs), so "
                 "one cached view would be wrong; the stem runs forward "
                 "every epoch. Pass `augmented_views=K` to cache K views" + hint
             )
+        if (
+            self._input_note is not None
+            and self._policy.stem_size
+            and self._cache_note is None
+            and not self._stochastic()
+        ):
+            warnings.warn(f"LearnDrop: {self._input_note}.", stacklevel=2)
+            self._input_note = None
 
     def _grow(self, old_stem, new_stem):
         self._freeze(new_stem)
@@ -1076,6 +1154,14 @@ class LearnDrop(keras.callbacks.Callback):
         logs["ld_cache_bytes"] = record.cache_bytes
         logs["ld_forward_flops"] = record.forward_flops
         logs["ld_flops_saved"] = self.history.flops_reduction
+
+
+def _frozen_base(units):
+    """Counts the leading units without trainable weights (never all)."""
+    count = 0
+    while count < len(units) - 1 and not units[count].trainable_weights:
+        count += 1
+    return count
 
 
 def _sample_interval(steps, samples_per_epoch):

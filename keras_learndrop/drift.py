@@ -180,7 +180,7 @@ def pooled_features(x, grid=DEFAULT_GRID):
     return tf.reshape(x, (tf.shape(x)[0], -1))
 
 
-def draw_probe(data, size, seed):
+def draw_probe(data, size, seed, input_rank=None):
     """Returns up to `size` inputs from `data`, drawn once, or `None`.
 
     Args:
@@ -193,6 +193,9 @@ def draw_probe(data, size, seed):
             gives `None`.
         size: Integer >= 4. Inputs to draw.
         seed: Integer. Seed of the random subset of arrays.
+        input_rank: Integer or `None`. Rank of the model's input batches
+            (4 for images): elements of a dataset one less are single
+            inputs. `None` takes every element for a batch.
 
     Returns:
         A NumPy array of at most `size` inputs, or `None` when `data` cannot
@@ -203,12 +206,12 @@ def draw_probe(data, size, seed):
     if isinstance(data, dict) or data is None:
         return None
     if isinstance(data, tf.data.Dataset):
-        inputs = _read_batches(data.take(size), batched=_is_batched(data))
+        inputs = _read_batches(data.take(size), input_rank, size)
     elif isinstance(data, keras.utils.PyDataset):
         inputs = _read_batches(
             (data[i] for i in range(_py_dataset_length(data))),
-            batched=True,
-            limit=size,
+            input_rank,
+            size,
         )
     elif isinstance(data, (np.ndarray, tf.Tensor)) or hasattr(
         data, "__array__"
@@ -227,17 +230,6 @@ def draw_probe(data, size, seed):
     return np.asarray(inputs[:size])
 
 
-def _is_batched(dataset):
-    spec = dataset.element_spec
-    if isinstance(spec, (tuple, list)):
-        spec = spec[0]
-    shape = getattr(spec, "shape", None)
-    # `batch()` leaves the leading dimension unknown, or known for
-    # `drop_remainder=True`; elements of a model's input rank are not
-    # batched. Without the model, an unknown leading size is the sign.
-    return shape is not None and shape.rank and shape[0] is None
-
-
 def _py_dataset_length(data):
     try:
         return len(data)
@@ -245,7 +237,7 @@ def _py_dataset_length(data):
         return 0
 
 
-def _read_batches(elements, batched, limit=None):
+def _read_batches(elements, input_rank, limit):
     parts, count = [], 0
     for element in elements:
         if isinstance(element, (tuple, list)):
@@ -253,11 +245,13 @@ def _read_batches(elements, batched, limit=None):
         if isinstance(element, dict):
             return None
         array = np.asarray(element)
-        if not batched:
-            array = array[None]
+        if input_rank is not None and array.ndim == input_rank - 1:
+            array = array[None]  # A single input, not a batch.
+        if input_rank is not None and array.ndim != input_rank:
+            return None
         parts.append(array)
         count += len(array)
-        if limit is not None and count >= limit:
+        if count >= limit:
             break
     if not parts:
         return None

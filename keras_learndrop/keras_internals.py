@@ -1,4 +1,4 @@
-"""The one place where keras-learndrop relies on Keras internals.
+"""The one place where keras-learndrop relies on Keras (and tf.data) internals.
 
 LearnDrop runs inside `keras.Model.fit`, walks the layer graph of the model
 and rebuilds its training step. Keras has public routes for most of that
@@ -62,6 +62,17 @@ The `fit` call:
   keys off the progress line (and in `History`, `CSVLogger` and
   `TensorBoard`) is to hand that logger a filtered copy.
 
+The input of `fit`:
+
+- `fit_input`: the `DataAdapter` that `EpochIterator.data_adapter` holds
+  (`ArrayDataAdapter`, `TFDatasetAdapter`, `PyDatasetAdapter`,
+  `GeneratorDataAdapter`), and the dataset or `PyDataset` inside it
+  (`get_tf_dataset()`, `py_dataset`). `fit` tells callbacks nothing about
+  its data, and whether the inputs are random depends on what they are.
+- `dataset_graph`: `tf.data.Dataset._as_serialized_graph`, the `GraphDef`
+  of a dataset with the functions of its `map`s; tf.data exports no
+  public way to look inside a pipeline.
+
 The layer graph:
 
 - `functional_graph`, `graph_nodes`: `Sequential._functional` and
@@ -108,8 +119,14 @@ from keras.src.layers.preprocessing.image_preprocessing import (
 )
 from keras.src.losses import loss as _loss_module
 from keras.src.trainers.data_adapters import array_data_adapter as _arrays
+from keras.src.trainers.data_adapters import (
+    generator_data_adapter as _generators,
+)
+from keras.src.trainers.data_adapters import py_dataset_adapter as _py_datasets
+from keras.src.trainers.data_adapters import tf_dataset_adapter as _datasets
 
 from keras_learndrop.backend import keras
+from keras_learndrop.backend import tf
 
 # ---- the fit call -------------------------------------------------------
 
@@ -316,6 +333,60 @@ def repeats_leading_batches(epoch_iterator):
     evaluation); a `tf.data.Dataset` or generator may differ between passes.
     """
     return isinstance(epoch_iterator.data_adapter, _arrays.ArrayDataAdapter)
+
+
+# ---- the input of fit ---------------------------------------------------
+
+FIT_INPUT_KINDS = ("arrays", "tf_data", "py_dataset", "generator", "other")
+
+
+def fit_input(epoch_iterator):
+    """Returns what the `fit` of `epoch_iterator` reads its batches from.
+
+    Args:
+        epoch_iterator: The `EpochIterator` of a `fit` call
+            (`fit_epoch_iterator`).
+
+    Returns:
+        A pair `(kind, source)`, `kind` one of `FIT_INPUT_KINDS`:
+        `("arrays", None)` for NumPy arrays or tensors, `("tf_data",
+        dataset)` for a `tf.data.Dataset` (or a distributed one),
+        `("py_dataset", py_dataset)` for a `keras.utils.PyDataset`,
+        `("generator", None)` for a Python generator, and `("other",
+        adapter)` for any other input (a PyTorch `DataLoader`, ...).
+    """
+    adapter = epoch_iterator.data_adapter
+    if isinstance(adapter, _arrays.ArrayDataAdapter):
+        return "arrays", None
+    if isinstance(adapter, _datasets.TFDatasetAdapter):
+        return "tf_data", adapter.get_tf_dataset()
+    if isinstance(adapter, _py_datasets.PyDatasetAdapter):
+        return "py_dataset", adapter.py_dataset
+    if isinstance(adapter, _generators.GeneratorDataAdapter):
+        return "generator", None
+    return "other", adapter
+
+
+def dataset_graph(dataset):
+    """Returns the `tf.compat.v1.GraphDef` of a `tf.data.Dataset`.
+
+    The graph holds one node per dataset operation (`MapDataset`,
+    `ShuffleDatasetV3`, ...) and, in `library.function`, the functions they
+    call (a `map`'s function, and every function that one calls).
+
+    Raises:
+        TypeError: if `dataset` has no graph (a distributed dataset).
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(
+            f"Expected a `tf.data.Dataset`. Received: {type(dataset).__name__}"
+        )
+    serialized = dataset._as_serialized_graph(
+        external_state_policy=tf.data.experimental.ExternalStatePolicy.IGNORE
+    )
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(serialized.numpy())
+    return graph_def
 
 
 # ---- the layer graph ----------------------------------------------------

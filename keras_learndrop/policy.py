@@ -78,8 +78,9 @@ class Observation:
             schedule (a constant rate counts as constant). `None` when the
             run's length is unknown.
         augmented: Boolean. Whether the training inputs are randomly
-            augmented: LearnDrop's `augmented_inputs=True`, or Keras's
-            random image augmentation layers in the model.
+            augmented: LearnDrop's `augmented_inputs=True`, random
+            operations it found in the input pipeline, or Keras's random
+            image augmentation layers in the model.
         drift: Float array or `None`, one per unit: how far the unit's
             output on the probe set moved since the last evaluation,
             `1 - CKA` (see `keras_learndrop.drift`). `NaN` for frozen units

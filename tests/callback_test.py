@@ -35,7 +35,12 @@ class ArgumentsTest(parameterized.TestCase):
         ("cache", dict(cache="disk"), ValueError, "'auto', 'off'"),
         ("dtype", dict(cache_dtype="int8"), ValueError, "'float16'"),
         ("budget", dict(memory_budget=-5), ValueError, "memory_budget=-5"),
-        ("augmented", dict(augmented_inputs="yes"), TypeError, "True or"),
+        (
+            "augmented",
+            dict(augmented_inputs="yes"),
+            TypeError,
+            "True or False or None. Received: augmented_inputs='yes'",
+        ),
         ("views", dict(augmented_views=-1), ValueError, "augmented_views"),
         ("jit", dict(jit_compile="xla"), TypeError, "'auto'"),
         ("dropout", dict(stem_dropout="off"), ValueError, "'inference'"),
@@ -46,6 +51,12 @@ class ArgumentsTest(parameterized.TestCase):
     def test_bad_argument_is_refused(self, kwargs, error, message):
         with self.assertRaisesRegex(error, message):
             keras_learndrop.LearnDrop(**kwargs)
+
+    @parameterized.parameters(None, True, False)
+    def test_augmented_inputs_takes_three_values(self, value):
+        callback = keras_learndrop.LearnDrop(augmented_inputs=value)
+        self.assertIs(callback.augmented_inputs, value)
+        self.assertIsNone(keras_learndrop.LearnDrop().augmented_inputs)
 
     def test_bad_schedule_names_the_valid_range(self):
         model = tiny_models.compile_model(tiny_models.conv_net())
@@ -751,6 +762,381 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
         before = model.get_layer("conv1").kernel.numpy()
         model.fit(self.x, self.y, epochs=1, verbose=0)
         self.assertNotAllClose(before, model.get_layer("conv1").kernel.numpy())
+
+
+def _flip(x, y):
+    return tf.image.random_flip_left_right(x), y
+
+
+def _mix(x, y):
+    # MixUp: a Beta(0.2, 0.2) weight, a random partner in the batch.
+    a, b = tf.random.gamma([], 0.2), tf.random.gamma([], 0.2)
+    weight = a / (a + b)
+    partner = tf.random.shuffle(tf.range(tf.shape(x)[0]))
+    labels = tf.one_hot(y, 3)
+    return (
+        weight * x + (1 - weight) * tf.gather(x, partner),
+        weight * labels + (1 - weight) * tf.gather(labels, partner),
+    )
+
+
+def _prepare(x, y):
+    x = tf.image.resize(x * 255.0, (8, 8))
+    return (tf.cast(x, "float32") / 255.0 - 0.5) / 0.25, y
+
+
+class Flips(keras.utils.PyDataset):
+    """The batches of `x, y`, each image flipped at random (or never)."""
+
+    def __init__(self, x, y, random=True, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.random = x, y, random
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self):
+        return len(self.x) // 8
+
+    def __getitem__(self, index):
+        x = self.x[8 * index : 8 * index + 8]
+        if self.random:
+            flip = self.rng.random(len(x)) < 0.5
+            x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+        return x, self.y[8 * index : 8 * index + 8]
+
+
+class InputPipelineTest(parameterized.TestCase, tf.test.TestCase):
+    """Random inputs are found wherever they are drawn (`input_randomness`)."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+        self.x, self.y = tiny_models.data(48)
+
+    def _dataset(self):
+        return (
+            tf.data.Dataset.from_tensor_slices((self.x, self.y))
+            .shuffle(48, seed=0)
+            .batch(8)
+        )
+
+    def _fit(self, data, epochs=3, loss=None, **kwargs):
+        model = tiny_models.compile_model(tiny_models.conv_net())
+        if loss is not None:
+            model.compile("sgd", loss)
+        kwargs.setdefault("policy", keras_learndrop.FixedSchedule({1: 2}))
+        callback = keras_learndrop.LearnDrop(**kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(data, epochs=epochs, callbacks=[callback], verbose=0)
+        self.warnings = [
+            str(w.message) for w in caught if "LearnDrop" in str(w.message)
+        ]
+        return callback.history
+
+    @parameterized.named_parameters(
+        ("tf_image", "map", "`RandomUniform` in the `map` function `_flip`"),
+        (
+            "keras_layer",
+            "layer",
+            "`StatelessRandomGetKeyCounter`, `StatelessRandomUniformV2` in "
+            "the `map` function `lambda`",
+        ),
+        (
+            "sequential",
+            "sequential",
+            "in the `map` function `augment`",
+        ),
+        (
+            "stateless_new_seed_each_epoch",
+            "stateless",
+            "`RngReadAndSkip`, `StatelessRandomGetKeyCounter`, "
+            "`StatelessRandomUniformFullIntV2`, `StatelessRandomUniformV2` "
+            "in the `map` function `augment`",
+        ),
+    )
+    def test_augmentation_in_a_map_runs_the_stem_forward(self, kind, found):
+        flip = keras.layers.RandomFlip("horizontal", seed=1)
+        layers = keras.Sequential(
+            [flip, keras.layers.RandomTranslation(0.1, 0.1, seed=2)]
+        )
+        generator = tf.random.Generator.from_seed(1)
+
+        def augment(x, y):
+            if kind == "sequential":
+                return layers(x, training=True), y
+            seed = generator.make_seeds(1)[:, 0]
+            return tf.image.stateless_random_flip_left_right(x, seed), y
+
+        maps = {
+            "map": _flip,
+            "layer": lambda x, y: (flip(x, training=True), y),
+            "sequential": augment,
+            "stateless": augment,
+        }
+        history = self._fit(self._dataset().map(maps[kind]))
+
+        self.assertEqual(
+            [e.mode for e in history.epochs],
+            ["full", "stem_forward", "stem_forward"],
+        )
+        self.assertStartsWith(
+            history.notes[0], "random training inputs in the `tf.data`"
+        )
+        self.assertIn(found, history.notes[0])
+        self.assertIn("augmented_views", history.notes[1])
+
+    def test_mixing_in_a_map_is_random(self):
+        history = self._fit(
+            self._dataset().map(_mix), loss="categorical_crossentropy"
+        )
+        self.assertEqual(history.epochs[-1].mode, "stem_forward")
+        self.assertIn(
+            "`RandomGamma`, `RandomShuffle` in the `map` function `_mix`",
+            history.notes[0],
+        )
+
+    def test_random_py_dataset_runs_the_stem_forward(self):
+        history = self._fit(Flips(self.x, self.y))
+        self.assertEqual(history.epochs[-1].mode, "stem_forward")
+        self.assertEqual(
+            history.notes[0],
+            "random training inputs in the `PyDataset` `Flips`: two reads "
+            "of batch 0 (`__getitem__(0)`) differ; treated as "
+            "`augmented_inputs=True`. Pass `augmented_inputs=False` if they "
+            "are the same every epoch",
+        )
+
+    @parameterized.named_parameters(
+        ("shuffle_and_batch", False),
+        ("resize_cast_normalize", True),
+    )
+    def test_deterministic_pipeline_is_cached(self, prepare):
+        dataset = self._dataset()
+        history = self._fit(dataset.map(_prepare) if prepare else dataset)
+        self.assertEqual(
+            [e.mode for e in history.epochs], ["full", "fill", "replay"]
+        )
+        self.assertEqual(history.notes, [])
+        self.assertEqual(self.warnings, [])
+
+    def test_fixed_py_dataset_is_cached(self):
+        history = self._fit(Flips(self.x, self.y, random=False))
+        self.assertEqual(
+            [e.mode for e in history.epochs], ["full", "fill", "replay"]
+        )
+        self.assertEqual(history.notes, [])
+
+    @parameterized.named_parameters(
+        ("map", "map"), ("py_dataset", "py_dataset")
+    )
+    def test_augmented_inputs_false_overrides_the_detection(self, kind):
+        data = (
+            self._dataset().map(_flip)
+            if kind == "map"
+            else Flips(self.x, self.y)
+        )
+        history = self._fit(data, augmented_inputs=False)
+        self.assertEqual(
+            [e.mode for e in history.epochs], ["full", "fill", "replay"]
+        )
+        self.assertEqual(history.notes, [])
+
+    def test_augmented_inputs_true_needs_no_detection(self):
+        history = self._fit(self._dataset(), augmented_inputs=True)
+        self.assertEqual(history.epochs[-1].mode, "stem_forward")
+        self.assertFalse(
+            [n for n in history.notes if "random training inputs in" in n]
+        )
+
+    def test_default_policy_does_not_freeze_detected_augmentation(self):
+        eager = dict(
+            threshold=1.0, patience=1, warmup=0, last_unit_threshold=None
+        )
+        histories = [
+            self._fit(
+                self._dataset().map(_flip),
+                policy=keras_learndrop.LearnDropScores.default(**eager),
+                augmented_inputs=augmented_inputs,
+            )
+            for augmented_inputs in (None, True, False)
+        ]
+        detected, declared, overridden = histories
+        # Detected behaves exactly as declared.
+        for history in (detected, declared):
+            self.assertEqual({e.mode for e in history.epochs}, {"full"})
+            self.assertIn("freeze_augmented=True", history.notes[-1])
+        # Without it the stem froze and replayed one augmented view.
+        self.assertEqual(overridden.epochs[-1].mode, "replay")
+
+    def test_python_generator_gets_one_note_and_one_warning(self):
+        def batches():
+            for start in range(0, 48, 8):
+                yield self.x[start : start + 8], self.y[start : start + 8]
+
+        # Two units frozen by hand: the stem is cached from the first epoch
+        # (a one-shot generator serves one epoch only).
+        model = tiny_models.conv_net()
+        for name in ("conv1", "bn1", "conv2"):
+            model.get_layer(name).trainable = False
+        tiny_models.compile_model(model)
+        callback = keras_learndrop.LearnDrop()
+        with self.assertWarnsRegex(
+            UserWarning, "the Python generator cannot be checked"
+        ):
+            model.fit(batches(), epochs=2, callbacks=[callback], verbose=0)
+        history = callback.history
+        self.assertEqual([e.mode for e in history.epochs], ["fill", "replay"])
+        notes = [n for n in history.notes if "augmentation" in n]
+        self.assertEqual(
+            notes,
+            [
+                "the Python generator cannot be checked for random "
+                "augmentation, and the stem's cache assumes the same inputs "
+                "every epoch. Pass `augmented_inputs=True` if it draws "
+                "random augmentations, `augmented_inputs=False` if not"
+            ],
+        )
+
+    def test_py_function_in_a_map_gets_the_note(self):
+        dataset = self._dataset().map(
+            lambda x, y: (tf.py_function(tf.identity, [x], "float32"), y)
+        )
+        history = self._fit(dataset)
+        self.assertEqual(
+            [e.mode for e in history.epochs], ["full", "fill", "replay"]
+        )
+        self.assertIn(
+            "the `tf.data` pipeline (`EagerPyFunc` in the `map` function "
+            "`lambda`) cannot be checked",
+            history.notes[0],
+        )
+        self.assertLen(self.warnings, 1)
+
+
+class FrozenBaseTest(parameterized.TestCase, tf.test.TestCase):
+    """Leading layers the user froze are the stem from the first epoch."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(0)
+        self.x, self.y = tiny_models.data(48)
+
+    def _model(self, front=()):
+        model = tiny_models.conv_net(front=front)
+        # keras.io's transfer learning: the base's layers frozen by hand.
+        for name in ("conv1", "bn1", "conv2"):
+            model.get_layer(name).trainable = False
+        return tiny_models.compile_model(model)
+
+    def test_frozen_base_is_filled_then_replayed(self):
+        model = self._model()
+        base = _weights(graph.UnitChain(model).layers_of(0, 2))
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({})
+        )
+        _fit(model, callback, self.x, self.y, 3)
+
+        history = callback.history
+        self.assertEqual(
+            [e.mode for e in history.epochs], ["fill", "replay", "replay"]
+        )
+        self.assertEqual([e.frozen_units for e in history.epochs], [2, 2, 2])
+        self.assertEqual(history.frozen_at, {0: -1, 1: -1})
+        self.assertIn(
+            "first 2 units have no trainable weights", history.notes[0]
+        )
+        flops = history.unit_flops
+        full, head = 48 * sum(flops), 48 * sum(flops[2:])
+        self.assertEqual(
+            [e.forward_flops for e in history.epochs], [full, head, head]
+        )
+        chain = graph.UnitChain(model)
+        for before, after in zip(base, _weights(chain.layers_of(0, 2))):
+            self.assertAllEqual(before, after)
+        # The user's own flags come back: the base stays frozen.
+        self.assertFalse(model.get_layer("conv2").trainable)
+        self.assertTrue(model.get_layer("conv3").trainable)
+
+    def test_the_policy_extends_the_frozen_base(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({2: 3})
+        )
+        _fit(model, callback, self.x, self.y, 4)
+
+        history = callback.history
+        self.assertEqual(
+            [e.mode for e in history.epochs],
+            ["fill", "replay", "replay", "replay"],
+        )
+        self.assertEqual([e.frozen_units for e in history.epochs], [2, 2, 3, 3])
+        self.assertEqual(history.frozen_at, {0: -1, 1: -1, 2: 1})
+        # The evaluations scored only the units after the base.
+        self.assertTrue(np.isnan(history.evaluations[0].change[:2]).all())
+        self.assertTrue(np.isfinite(history.evaluations[0].change[2:]).all())
+
+    def test_default_policy_decides_only_after_the_base(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop()
+        _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs], ["fill", "replay"]
+        )
+
+    def test_augmentation_before_the_base_runs_it_forward(self):
+        flip = keras.layers.RandomFlip("horizontal", seed=1)
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({})
+        )
+        with self.assertWarnsRegex(UserWarning, "augmented_views"):
+            _fit(self._model(front=[flip]), callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["stem_forward", "stem_forward"],
+        )
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({}), augmented_views=2
+        )
+        _fit(self._model(front=[flip]), callback, self.x, self.y, 3)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["fill", "fill", "replay"],
+        )
+
+    def test_augmented_pipeline_runs_the_base_forward(self):
+        dataset = (
+            tf.data.Dataset.from_tensor_slices((self.x, self.y))
+            .batch(8)
+            .map(_flip)
+        )
+        callback = keras_learndrop.LearnDrop()
+        model = self._model()
+        with self.assertWarnsRegex(UserWarning, "augmented_views"):
+            model.fit(dataset, epochs=2, callbacks=[callback], verbose=0)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["stem_forward", "stem_forward"],
+        )
+
+    def test_keep_frozen_starts_the_next_fit_with_the_base(self):
+        model = self._model()
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({}), keep_frozen=True
+        )
+        _fit(model, callback, self.x, self.y, 2)
+        _fit(model, callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["fill", "replay", "fill", "replay"],
+        )
+
+    def test_cache_off_runs_the_base_forward(self):
+        callback = keras_learndrop.LearnDrop(cache="off")
+        _fit(self._model(), callback, self.x, self.y, 2)
+        self.assertEqual(
+            [e.mode for e in callback.history.epochs],
+            ["stem_forward", "stem_forward"],
+        )
 
 
 class AddLogs(keras.callbacks.Callback):

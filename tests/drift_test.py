@@ -125,11 +125,20 @@ class DrawProbeTest(parameterized.TestCase, tf.test.TestCase):
         dataset = tf.data.Dataset.from_tensor_slices((self.x, self.x[:, 0]))
         if batched:
             dataset = dataset.batch(4)
-        probe = drift.draw_probe(dataset, 10, seed=0)
+        probe = drift.draw_probe(dataset, 10, seed=0, input_rank=2)
         self.assertAllEqual(probe, self.x[:10])
 
+    def test_a_dataset_of_unknown_shapes_reads_by_the_model_rank(self):
+        dataset = tf.data.Dataset.from_tensor_slices(self.x).batch(4)
+        dataset = dataset.map(
+            lambda x: tf.py_function(tf.identity, [x], "float32")
+        )
+        probe = drift.draw_probe(dataset, 10, seed=0, input_rank=2)
+        self.assertAllEqual(probe, self.x[:10])
+        self.assertIsNone(drift.draw_probe(dataset, 10, seed=0, input_rank=4))
+
     def test_a_py_dataset_gives_its_first_batches(self):
-        probe = drift.draw_probe(_Batches(self.x, 4), 10, seed=0)
+        probe = drift.draw_probe(_Batches(self.x, 4), 10, seed=0, input_rank=2)
         self.assertAllEqual(probe, self.x[:10])
 
     def test_a_tuple_gives_its_inputs(self):

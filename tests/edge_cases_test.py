@@ -284,23 +284,26 @@ class ModelShapesTest(parameterized.TestCase, tf.test.TestCase):
         self.assertAllClose(got, want, atol=1e-5)
         self.assertTrue(all(layer.trainable for layer in backbone.layers))
 
-    def test_layers_frozen_by_the_user_count_as_settled(self):
+    def test_leading_layers_frozen_by_the_user_are_the_stem_at_once(self):
         model = _model()
         for name in ("conv1", "bn1"):
             model.get_layer(name).trainable = False
         tiny_models.compile_model(model)
         conv1 = model.get_layer("conv1").kernel.numpy()
         # A tiny threshold: only a unit without trainable weights (change
-        # 0) settles; after the warm-up and one evaluation it freezes.
+        # 0) would settle, after the warm-up and one evaluation; a leading
+        # one needs no decision.
         callback = keras_learndrop.LearnDrop(
             policy=keras_learndrop.LearnDropScores(
                 threshold=1e-9, patience=1, warmup=1
             )
         )
         _fit(model, callback, self.x, self.y, epochs=4)
-        self.assertEqual(callback.history.frozen_at, {0: 1})
-        self.assertEqual(_modes(callback), ["full", "full", "fill", "replay"])
-        self.assertAllEqual(callback.history.evaluations[0].change[0], 0.0)
+        self.assertEqual(callback.history.frozen_at, {0: -1})
+        self.assertEqual(
+            _modes(callback), ["fill", "replay", "replay", "replay"]
+        )
+        self.assertTrue(np.isnan(callback.history.evaluations[0].change[0]))
         # The user's own flags are given back: conv1 stays frozen.
         self.assertFalse(model.get_layer("conv1").trainable)
         self.assertTrue(model.get_layer("conv2").trainable)

@@ -113,6 +113,70 @@ class FitCallTest(tf.test.TestCase, parameterized.TestCase):
         model.fit(dataset, callbacks=[OnTrainBegin(look)], verbose=0)
         self.assertIsNone(seen["batches"])
 
+    def test_fit_input(self):
+        x, y = _data(40)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+
+        class Batches(keras.utils.PyDataset):
+            def __len__(self):
+                return 5
+
+            def __getitem__(self, index):
+                return x[8 * index : 8 * index + 8], y[
+                    8 * index : 8 * index + 8
+                ]
+
+        def generator():
+            for i in range(5):
+                yield x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8]
+
+        py_dataset = Batches()
+        seen = {}
+        for name, data in (
+            ("arrays", (x, y)),
+            ("tf_data", (dataset,)),
+            ("py_dataset", (py_dataset,)),
+            ("generator", (generator(),)),
+        ):
+            model = _dense_model()
+
+            def look(callback, name=name, model=model):
+                iterator = keras_internals.fit_epoch_iterator(model)
+                seen[name] = keras_internals.fit_input(iterator)
+
+            model.fit(
+                *data, batch_size=8, callbacks=[OnTrainBegin(look)], verbose=0
+            )
+
+        self.assertEqual(seen["arrays"], ("arrays", None))
+        self.assertEqual(seen["tf_data"], ("tf_data", dataset))
+        self.assertEqual(seen["py_dataset"], ("py_dataset", py_dataset))
+        self.assertEqual(seen["generator"], ("generator", None))
+
+    def test_dataset_graph(self):
+        def augment(x):
+            return tf.image.random_flip_left_right(x)
+
+        dataset = (
+            tf.data.Dataset.from_tensor_slices(np.zeros((4, 2, 2, 1)))
+            .shuffle(4)
+            .map(augment)
+        )
+        graph_def = keras_internals.dataset_graph(dataset)
+
+        ops = [node.op for node in graph_def.node]
+        self.assertIn("ShuffleDatasetV3", ops)
+        (node,) = [node for node in graph_def.node if node.op == "MapDataset"]
+        functions = {f.signature.name: f for f in graph_def.library.function}
+        map_function = functions[node.attr["f"].func.name]
+        self.assertIn("augment", map_function.signature.name)
+        self.assertIn("RandomUniform", [n.op for n in map_function.node_def])
+        strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+        with self.assertRaises(TypeError):
+            keras_internals.dataset_graph(
+                strategy.experimental_distribute_dataset(dataset.batch(2))
+            )
+
     def test_pause_fit_input(self):
         model = _dense_model()
         batches = []

@@ -275,6 +275,27 @@ class CrashAndResumeTest(parameterized.TestCase, tf.test.TestCase):
         # The record holds each of the 6 epochs once, 48 samples each.
         self.assertEqual([e.samples for e in history.epochs], [48] * 6)
 
+    def test_a_frozen_base_resumes_as_the_stem(self):
+        model = _model()
+        for name in ("conv1", "bn1", "conv2"):
+            model.get_layer(name).trainable = False
+        tiny_models.compile_model(model)
+        _, callbacks, _ = self._callbacks("learndrop_first", CrashAt(2))
+        with self.assertRaises(Crash):
+            _fit(model, callbacks)
+        learn_drop, callbacks, _ = self._callbacks("learndrop_first")
+        _fit(model, callbacks)
+
+        history = learn_drop.history
+        # The cache is refilled from the data after the resume.
+        self.assertEqual(
+            [e.mode for e in history.epochs],
+            ["fill", "replay", "replay", "fill"] + ["replay"] * (EPOCHS - 4),
+        )
+        self.assertEqual(history.frozen_at, {0: -1, 1: -1})
+        self.assertFalse(model.get_layer("conv2").trainable)
+        self.assertTrue(model.get_layer("conv3").trainable)
+
     def test_a_refused_cache_stays_refused_after_resume(self):
         # 1000 bytes hold no view: the first fill is refused for the budget.
         model = _model()

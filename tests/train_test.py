@@ -135,9 +135,18 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         self.assertBetween(result["train_accuracy"], 0.0, 1.0)
         self.assertIn("val accuracy -", train.summary_lines(result)[0])
 
-    def test_augment_tells_learn_drop_the_inputs_are_random(self):
+    @parameterized.named_parameters(
+        ("detected", "detect", "stem_forward"),
+        ("declared", "true", "stem_forward"),
+        ("declared_fixed", "false", "replay"),
+    )
+    def test_learn_drop_finds_the_augmentation(self, augmented_inputs, mode):
         result = train.run(
-            **TINY, augment=True, policy="fixed", schedule=SCHEDULE
+            **TINY,
+            augment=True,
+            augmented_inputs=augmented_inputs,
+            policy="fixed",
+            schedule=SCHEDULE,
         )
 
         # With augmented_views=0, a frozen stem on random inputs runs
@@ -145,10 +154,13 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
         report = result["learn_drop"]
         self.assertEqual(
             [e["mode"] for e in report["epochs"]],
-            ["full", "stem_forward", "stem_forward"],
+            ["full", "stem_forward" if mode == "stem_forward" else "fill"]
+            + [mode],
         )
         self.assertEqual([e["samples"] for e in report["epochs"]], [64] * 3)
         self.assertTrue(result["config"]["augment"])
+        found = [n for n in report["notes"] if "random training inputs in" in n]
+        self.assertLen(found, int(augmented_inputs == "detect"))
 
     def test_numpy_input_trains_on_every_sample(self):
         result = train.run(
