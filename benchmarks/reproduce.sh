@@ -152,13 +152,16 @@ run() {
              --epochs=15 --learning_rate=0.01 --regime=finetune \
              "${DRIFT[@]}" --results="$V06/frontier_finetune.jsonl" ;;
     v06-vgg11) frontier --model=vgg11 --epochs=30 --regime=vgg11 \
-             "${DRIFT[@]}" --results="$V06/frontier_vgg11.jsonl" ;;
+             --setting=drift:threshold=0.02 --seeds="${SEEDS:-0}" \
+             --results="$V06/frontier_vgg11.jsonl" ;;
     # keras.io's recipe: Adam 1e-3 at batch 32, ReduceLROnPlateau and
     # EarlyStopping (best weights back), at most 60 epochs.
     v06-open) frontier --model=resnet20 --epochs=60 --regime=open-ended \
              --optimizer=adam --learning_rate=0.001 --weight_decay=0 \
              --batch_size=32 --lr_schedule=constant --reduce_lr_patience=2 \
-             --early_stopping_patience=6 --setting=default "${DRIFT[@]}" \
+             --early_stopping_patience=6 --setting=default \
+             --setting=drift:threshold=0.02 --setting=drift:threshold=0.01 \
+             --seeds="${SEEDS:-0,1}" \
              --results="$V06/frontier_open.jsonl" ;;
     v06-report) python -m benchmarks.frontier --report \
              --results="$(ls "$V06"/frontier_*.jsonl | paste -sd,)" \
