@@ -225,6 +225,8 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
     )
     fit_seconds = time.perf_counter() - start
     if config.save_weights:
+        folder = os.path.dirname(os.path.abspath(config.save_weights))
+        os.makedirs(folder, exist_ok=True)
         model.save_weights(config.save_weights)
 
     epochs_run = len(history.epoch)

@@ -372,7 +372,8 @@ class FineTuningTest(tf.test.TestCase):
             train.parse_classes("a-b")
 
     def test_init_weights_load_all_but_the_classifier(self):
-        path = os.path.join(self.get_temp_dir(), "pre.weights.h5")
+        # A folder that does not exist yet is made.
+        path = os.path.join(self.get_temp_dir(), "new", "pre.weights.h5")
         first = train.run(**TINY, learn_drop=False, save_weights=path)
         del first
         model = models.build_model("small_cnn", (8, 8, 1), 10, width=0.25)
