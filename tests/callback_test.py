@@ -361,8 +361,8 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
                 policy=keras_learndrop.FixedSchedule({1: 2}), seed=7
             )
             _fit(model, callback, self.x, self.y, 2)
-            cache = callback._training.cache
-            self.assertIsNone(cache)  # released at the end of fit
+            # The cached features are released at the end of fit.
+            self.assertIsNone(callback._training)
             orders.append(model.get_layer("dense").kernel.numpy())
         self.assertAllEqual(orders[0], orders[1])
 
