@@ -15,7 +15,7 @@ from absl import flags
 import keras_learndrop
 from examples import datasets
 from examples import models
-from keras_learndrop import callback as learndrop_callback
+from keras_learndrop import options
 from keras_learndrop import stem_cache
 
 FLAGS = flags.FLAGS
@@ -287,7 +287,7 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "cache",
         "LearnDrop: 'auto' caches the frozen stem's output when that is "
         "exact; 'off' runs the frozen stem forward every epoch.",
-        enum_values=learndrop_callback.CACHE_MODES,
+        enum_values=options.CACHE_MODES,
     )
     define(
         flags.DEFINE_enum,
@@ -316,7 +316,7 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
         "stem_dropout",
         "LearnDrop: how a frozen stem's dropout and noise layers run in "
         "training ('inference' switches them off, so the cache engages).",
-        enum_values=list(learndrop_callback.STEM_DROPOUT),
+        enum_values=list(options.STEM_DROPOUT),
     )
     define(
         flags.DEFINE_bool,

@@ -350,3 +350,46 @@ def _same_batch(first, second):
         if not equal:
             return False
     return True
+
+
+def fit_inputs_random(augmented_inputs, fit_iterator, can_cache):
+    """Whether `fit`'s training inputs are random: declared, else found.
+
+    Args:
+        augmented_inputs: LearnDrop's argument: `True`/`False` declare,
+            `None` finds out (`inspect_input`).
+        fit_iterator: Keras's `EpochIterator` of the `fit`, or `None`.
+        can_cache: Boolean. Whether the stem's features could be cached in
+            this `fit` (an unknown input matters only then).
+
+    Returns:
+        `(random, note, unknown)`: whether the inputs are random; the note
+        for the history (what was found, or why it cannot be known), or
+        `None`; and that note again when it is the one to warn about once
+        the stem is first cached (inputs that cannot be checked), else
+        `None`.
+    """
+    if augmented_inputs is not None:
+        return augmented_inputs, None, None
+    if fit_iterator is None:
+        return False, None, None
+    found = inspect_input(*keras_internals.fit_input(fit_iterator))
+    if found.random:
+        return (
+            True,
+            f"random training inputs in {found.source}: "
+            f"{found.describe()}; treated as `augmented_inputs=True`. "
+            "Pass `augmented_inputs=False` if they are the same every "
+            "epoch",
+            None,
+        )
+    if found.random is None and can_cache:
+        reason = f" ({found.describe()})" if found.findings else ""
+        note = (
+            f"{found.source}{reason} cannot be checked for random "
+            "augmentation, and the stem's cache assumes the same inputs "
+            "every epoch. Pass `augmented_inputs=True` if it draws "
+            "random augmentations, `augmented_inputs=False` if not"
+        )
+        return False, note, note
+    return False, None, None

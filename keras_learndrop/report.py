@@ -322,6 +322,48 @@ class LearnDropHistory:
         return "\n".join(rows)
 
 
+def epoch_record(history, epoch, mode, stem, samples, cache_bytes):
+    """Returns the `EpochRecord` of an epoch, its FLOPs counted.
+
+    An epoch costs the whole model in `full`, `fill` and `stem_forward`
+    mode and the head behind `stem` in `replay` mode; the baseline is the
+    whole model. Seconds are filled in at the epoch's end.
+    """
+    total = sum(history.unit_flops)
+    per_sample = total if mode != "replay" else sum(history.unit_flops[stem:])
+    return EpochRecord(
+        epoch=epoch,
+        mode=mode,
+        frozen_units=stem,
+        samples=samples,
+        forward_flops=per_sample * samples,
+        baseline_flops=total * samples,
+        cache_bytes=cache_bytes,
+        seconds=0.0,
+    )
+
+
+def write_epoch_logs(logs, history, record, stem, frozen_layers):
+    """Adds LearnDrop's per-epoch keys to `fit`'s `logs`."""
+    logs["ld_frozen_units"] = stem
+    logs["ld_frozen_layers"] = frozen_layers
+    logs["ld_epoch_mode"] = MODE_CODES[record.mode]
+    logs["ld_cache_bytes"] = record.cache_bytes
+    logs["ld_forward_flops"] = record.forward_flops
+    logs["ld_flops_saved"] = history.flops_reduction
+
+
+def epoch_line(history, record, stem):
+    """The line `verbose=1` prints after an epoch."""
+    return (
+        f"LearnDrop epoch {record.epoch + 1}: {record.mode}, "
+        f"{stem}/{len(history.unit_names)} units frozen, "
+        f"cache {record.cache_bytes / 2**20:.1f} MiB, "
+        f"{100 * history.flops_reduction:.1f} % of forward "
+        "FLOPs saved so far"
+    )
+
+
 def print_line(message):
     """Prints `message` where Keras's own callbacks print theirs.
 

@@ -27,8 +27,11 @@ the same.
 import dataclasses
 import json
 import os
+import warnings
 
 import numpy as np
+
+from keras_learndrop import report
 
 STATE_FILE = "learndrop_state.json"
 _PREVIOUS_SUFFIX = ".bkp"
@@ -322,3 +325,41 @@ def _remove(path):
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def load_run(backup, epoch, chain):
+    """Returns what a `fit` resumed at `epoch` goes on from, or `None`.
+
+    Warns when the saved state cannot be used (it then starts afresh) and
+    when it lags the weights by one epoch (the evaluation in between is
+    lost).
+
+    Args:
+        backup: The `Backup`.
+        epoch: Integer. The first epoch the resumed `fit` runs.
+        chain: The model's `graph.UnitChain`.
+
+    Returns:
+        `(state, history, lagging)`: the `RunState`, its
+        `report.LearnDropHistory` and whether the weights are one epoch
+        ahead of it; or `None`.
+    """
+    try:
+        state, lagging = backup.load(epoch, unit_structure(chain))
+        history = state and report.LearnDropHistory.from_dict(state.history)
+    except (StateMismatch, KeyError, TypeError, ValueError) as error:
+        warnings.warn(f"LearnDrop: {error}; starting afresh.", stacklevel=3)
+        return None
+    if state is None:
+        return None
+    if lagging:
+        warnings.warn(
+            f"LearnDrop: the state in {backup.state_path} was "
+            f"saved after epoch {epoch - 1}, the weights after epoch "
+            f"{epoch}: the evaluation of epoch {epoch} is lost (the "
+            "process stopped between the two saves). Resuming with the "
+            f"stem and scores of epoch {epoch - 1}. Put LearnDrop before "
+            "BackupAndRestore in `callbacks` to close this gap.",
+            stacklevel=3,
+        )
+    return state, history, lagging

@@ -361,8 +361,8 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
                 policy=keras_learndrop.FixedSchedule({1: 2}), seed=7
             )
             _fit(model, callback, self.x, self.y, 2)
-            cache = callback._cache
-            self.assertIsNone(cache)  # released at the end of fit
+            # The cached features are released at the end of fit.
+            self.assertIsNone(callback._training)
             orders.append(model.get_layer("dense").kernel.numpy())
         self.assertAllEqual(orders[0], orders[1])
 
@@ -650,8 +650,11 @@ class FitTest(parameterized.TestCase, tf.test.TestCase):
 
         class Spy(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                if callback._cache is not None and callback._cache.views:
-                    views[epoch] = callback._cache.views[0]
+                if (
+                    callback._training.cache is not None
+                    and callback._training.cache.views
+                ):
+                    views[epoch] = callback._training.cache.views[0]
 
         _fit_result = model.fit(
             self.x,

@@ -74,7 +74,7 @@ class CacheSpy(keras.callbacks.Callback):
         self.views = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        cache = self.learn_drop._cache
+        cache = self.learn_drop._training.cache
         if cache is not None and cache.views:
             self.views[epoch] = cache.views[0]
 

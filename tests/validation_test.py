@@ -130,8 +130,7 @@ class CachedValidationTest(tf.test.TestCase, parameterized.TestCase):
         self.assertLen(check.pairs, 3)
         for got, want in check.pairs:
             self.assertAllClose(got, want, rtol=1e-6)
-        cache = callback._val_cache
-        self.assertIsNone(cache)  # A finished fit keeps nothing.
+        self.assertIsNone(callback._validation)  # A finished fit keeps nothing.
 
     def test_steps_per_execution(self):
         model = tiny_models.compile_model(
