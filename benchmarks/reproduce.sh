@@ -150,7 +150,8 @@ run() {
     v06-finetune) pretrain
       frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
              --epochs=15 --learning_rate=0.01 --regime=finetune \
-             "${DRIFT[@]}" --results="$V06/frontier_finetune.jsonl" ;;
+             "${DRIFT[@]}" --setting=drift:threshold=0.01 \
+             --results="$V06/frontier_finetune.jsonl" ;;
     v06-vgg11) frontier --model=vgg11 --epochs=30 --regime=vgg11 \
              --setting=drift:threshold=0.02 --seeds="${SEEDS:-0}" \
              --results="$V06/frontier_vgg11.jsonl" ;;
