@@ -248,6 +248,8 @@ def _row(regime, setting, seed, result, started):
             "started": started,
             "fit_seconds": result["fit_seconds"],
             "epochs_run": result["epochs_run"],
+            "final_epoch": result["final_epoch"],
+            "val_accuracy_per_epoch": result["history"].get("val_accuracy"),
             "epoch_seconds": result["epoch_seconds"],
             "val_accuracy": result["val_accuracy"],
             "train_accuracy": result["train_accuracy"],

@@ -177,9 +177,12 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
 
     Returns:
         A JSON-ready dict with `run` ("learndrop" or "baseline"), `config`,
-        `data`, `fit_seconds`, `epoch_seconds`, `train_accuracy`,
-        `train_loss`, `val_accuracy`, `val_loss` (of the last epoch;
-        training values are Keras' running averages over that epoch),
+        `data`, `fit_seconds`, `epochs_run`, `epoch_seconds`,
+        `train_accuracy`, `train_loss`, `val_accuracy`, `val_loss` (of the
+        epoch whose weights the model ends with: the last one, or with
+        `early_stopping_patience` the best one, whose weights
+        `EarlyStopping` restores; training values are Keras' running
+        averages over that epoch), `final_epoch` (that epoch, from 1),
         `history` (`History.history`), `model_flops` (forward FLOPs of one
         sample), `samples_seen`, `baseline_forward_flops` (`model_flops *
         samples_seen`: what the training forward passes cost without
@@ -236,6 +239,7 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
     report = learn_drop.history.to_dict() if learn_drop else None
     forward_flops = report["forward_flops"] if report else baseline_flops
     logs = history.history
+    final = _final_epoch(logs, config)
     result = {
         "run": "learndrop" if config.learn_drop else "baseline",
         "config": dataclasses.asdict(config),
@@ -250,10 +254,11 @@ def run(config=None, *, data=None, callbacks=(), **overrides):
         "fit_seconds": fit_seconds,
         "epochs_run": epochs_run,
         "epoch_seconds": list(timer.seconds),
-        "train_accuracy": _last(logs, "accuracy"),
-        "train_loss": _last(logs, "loss"),
-        "val_accuracy": _last(logs, "val_accuracy"),
-        "val_loss": _last(logs, "val_loss"),
+        "final_epoch": final + 1,
+        "train_accuracy": _at(logs, "accuracy", final),
+        "train_loss": _at(logs, "loss", final),
+        "val_accuracy": _at(logs, "val_accuracy", final),
+        "val_loss": _at(logs, "val_loss", final),
         "history": logs,
         "model_flops": per_sample,
         "samples_seen": samples_seen,
@@ -576,9 +581,21 @@ def _frozen_after_epoch(report):
     return {report["unit_names"][unit]: epoch + 1 for unit, epoch in frozen}
 
 
-def _last(logs, key):
+def _final_epoch(logs, config):
+    """The epoch (from 0) whose weights the model ends `fit` with.
+
+    `EarlyStopping(restore_best_weights=True)` on `val_loss` puts back the
+    weights of the first epoch with the lowest `val_loss`.
+    """
+    losses = logs.get("val_loss")
+    if config.early_stopping_patience and losses:
+        return int(np.argmin(losses))
+    return len(logs.get("loss", [None])) - 1
+
+
+def _at(logs, key, epoch):
     values = logs.get(key)
-    return float(values[-1]) if values else None
+    return float(values[epoch]) if values else None
 
 
 def to_json(value):

@@ -43,6 +43,7 @@ RESULT_KEYS = {
     "data",
     "fit_seconds",
     "epochs_run",
+    "final_epoch",
     "epoch_seconds",
     "train_accuracy",
     "train_loss",
@@ -228,6 +229,12 @@ class OpenEndedTest(tf.test.TestCase):
         )
         self.assertEqual(result["epochs_run"], 2)
         self.assertLen(result["epoch_seconds"], 2)
+        # EarlyStopping gives back the first epoch's weights: the figures
+        # are that epoch's.
+        self.assertEqual(result["final_epoch"], 1)
+        self.assertEqual(
+            result["val_accuracy"], result["history"]["val_accuracy"][0]
+        )
 
     def test_plateau_lowers_the_learning_rate(self):
         result = train.run(
