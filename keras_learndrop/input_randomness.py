@@ -158,7 +158,7 @@ def inspect_input(kind, source):
 
 
 def scan_dataset(dataset):
-    """Looks for random operations in the graph of a `tf.data.Dataset`.
+    """Looks for random operations in a `tf.data.Dataset`'s pipeline.
 
     Args:
         dataset: A `tf.data.Dataset`.
