@@ -4,9 +4,10 @@
 # bash benchmarks/reproduce.sh [name ...]   (names: observe frontier-resnet20
 # frontier-finetune frontier-vgg11 frontier-augment frontier-dropout
 # frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout
-# v04-vgg11-augment v04-vgg11 v05-seeds v04-report v06-observe
-# v06-observe-report v06-resnet20 v06-finetune v06-vgg11 v06-open v06-report
-# growth resnet20 vgg11 mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
+# v04-vgg11-augment v04-vgg11 v05-seeds v04-report augment-pipeline
+# transfer-learning v06-observe v06-observe-report v06-resnet20
+# v06-finetune v06-vgg11 v06-open v06-report growth resnet20 vgg11
+# mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
@@ -170,6 +171,26 @@ run() {
     v06-observe-report) python -m benchmarks.observe_drift --report \
              --results="$V06/observe_drift.jsonl" \
              --plot="$V06/observe_drift.png" ;;
+    # Augmentation mapped onto the tf.data pipeline and not declared:
+    # before detection (augmented_inputs=False: a freeze replays one
+    # augmented view), detected (the default), declared. One seed.
+    augment-pipeline) frontier --model=resnet20 --epochs=30 --augment \
+             --seeds=0 --regime=resnet20-augment-pipeline \
+             --setting=default@augmented_inputs=false \
+             --setting=default@augmented_inputs=detect \
+             --setting=default@augmented_inputs=true \
+             --results="$RESULTS/augment_pipeline.jsonl" ;;
+    # keras.io's transfer learning recipe on a base pre-trained here at
+    # 32x32 (no ImageNet weights can be downloaded): phase 1 (frozen base,
+    # new head, 10 epochs) and phase 2 (unfrozen, Adam 1e-5, 3 epochs), on
+    # 32x32 images (three variants) and resized to 96x96 (no augmentation).
+    transfer-learning)
+      local tl=(taskset -c 0 python -m benchmarks.transfer_learning
+                --dataset=shared:cifar10 --base=mobilenetv2 --threads=1)
+      "${tl[@]}" --image_size=32 \
+             --output_json="$RESULTS/transfer_learning_mobilenetv2_32.json"
+      "${tl[@]}" --image_size=96 --variants=none \
+             --output_json="$RESULTS/transfer_learning_mobilenetv2_96.json" ;;
     v04-report) python -m benchmarks.frontier --report \
              --results="$(ls "$V04"/*.jsonl | paste -sd,)" \
              --plot="$V04/frontier.png" ;;

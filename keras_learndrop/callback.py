@@ -100,10 +100,11 @@ class LearnDrop(keras.callbacks.Callback):
         augmented_inputs: `None`, `True` or `False`. Whether the input
             pipeline draws random augmentations, so that a cached view
             would be stale. `None` finds out when `fit` starts (see
-            `input_randomness`): it reads the graph of a `tf.data.Dataset`
-            (the functions of its `map`s included) for random operations,
-            and reads batch 0 of a `keras.utils.PyDataset` twice and
-            compares (two reads of one batch; milliseconds for a graph);
+            `input_randomness`): it reads a `tf.data.Dataset`'s pipeline
+            (the traced functions of its `map`s included) for random
+            operations, under a millisecond, and reads batch 0 of a
+            `keras.utils.PyDataset` twice and compares (two reads of one
+            batch);
             `history.notes` says what it found, or that a Python generator
             or `py_function` cannot be checked. `True` declares random
             inputs, `False` fixed ones, whatever would be found (for a

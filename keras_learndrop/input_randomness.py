@@ -9,9 +9,12 @@ LearnDrop finds out (`inspect_input`):
 
 * NumPy arrays and tensors: Keras batches (and shuffles) them, nothing
   else; fixed.
-* A `tf.data.Dataset`: its graph is read (`scan_dataset`): the dataset's
-  own operations and the functions its `map`s (and `filter`s,
-  `interleave`s, ...) call, nested functions included. A random operation
+* A `tf.data.Dataset`: its pipeline is read (`scan_dataset`): the kind
+  of each dataset in it, and the traced graphs of the functions its
+  `map`s (and `filter`s, `interleave`s, ...) call, nested functions
+  included; tensors those functions capture (in-memory images) are not
+  copied, so this takes about a millisecond whatever the data's size. A
+  random operation
   (`RANDOM_OPS`) anywhere in it means random inputs: stateful ops
   (`RandomUniform`, which `tf.image.random_flip_left_right` uses), stateless
   ones with their key (`StatelessRandomUniformV2`,
@@ -103,21 +106,6 @@ RANDOM_OPS = frozenset(
 OPAQUE_OPS = frozenset(
     {"EagerPyFunc", "PyFunc", "PyFuncStateless", "GeneratorDataset"}
 )
-# Dataset operations -> the `tf.data.Dataset` method that makes them.
-_TRANSFORMATIONS = {
-    "MapDataset": "map",
-    "ParallelMapDataset": "map",
-    "ParallelMapDatasetV2": "map",
-    "MapAndBatchDataset": "map",
-    "FlatMapDataset": "flat_map",
-    "InterleaveDataset": "interleave",
-    "ParallelInterleaveDatasetV2": "interleave",
-    "ParallelInterleaveDatasetV3": "interleave",
-    "ParallelInterleaveDatasetV4": "interleave",
-    "FilterDataset": "filter",
-    "ScanDataset": "scan",
-    "GroupByWindowDataset": "group_by_window",
-}
 # How many findings a note names.
 _NAMED = 3
 
@@ -170,15 +158,15 @@ def inspect_input(kind, source):
 
 
 def scan_dataset(dataset):
-    """Looks for random operations in the graph of a `tf.data.Dataset`.
+    """Looks for random operations in a `tf.data.Dataset`'s pipeline.
 
     Args:
         dataset: A `tf.data.Dataset`.
 
     Returns:
         An `InputRandomness`: `random=True` with the random ops found,
-        else `None` where the pipeline calls Python or has no readable
-        graph, else `False`.
+        else `None` where the pipeline calls Python or cannot be read,
+        else `False`.
 
     Example:
 
@@ -194,15 +182,15 @@ def scan_dataset(dataset):
     start = time.perf_counter()
     source = "the `tf.data` pipeline"
     try:
-        graph_def = keras_internals.dataset_graph(dataset)
-    except (TypeError, tf.errors.OpError) as error:
+        pipeline = keras_internals.dataset_functions(dataset)
+    except (TypeError, AttributeError, NotImplementedError) as error:
         return InputRandomness(
             None,
             source,
-            (f"its graph could not be read ({error})",),
+            (f"it could not be read ({error})",),
             time.perf_counter() - start,
         )
-    random, opaque = _find_ops(graph_def)
+    random, opaque = _find_ops(pipeline)
     seconds = time.perf_counter() - start
     if random:
         return InputRandomness(True, source, tuple(random), seconds)
@@ -211,13 +199,16 @@ def scan_dataset(dataset):
     return InputRandomness(False, source, (), seconds)
 
 
-def _find_ops(graph_def):
-    """Returns the random and the opaque ops of a dataset's graph.
+def _find_ops(pipeline):
+    """Returns the random and the opaque ops of a pipeline.
 
-    Each is a list of phrases naming the op and where it is: the dataset
-    itself, or the function that a transformation (`map`, ...) calls.
+    Each is a list of phrases naming the ops and where they are: the
+    pipeline itself (a dataset such as `Dataset.random`), or the function
+    that a transformation (`map`, ...) calls.
+
+    Args:
+        pipeline: The list of `keras_internals.dataset_functions`.
     """
-    functions = {f.signature.name: f for f in graph_def.library.function}
     # Where (the pipeline, a `map` function, ...) -> the ops found there.
     random, opaque = {}, {}
 
@@ -231,17 +222,32 @@ def _find_ops(graph_def):
         if op not in found:
             found.append(op)
 
-    for node in graph_def.node:
-        add(node.op, "in the pipeline")
-        transformation = _TRANSFORMATIONS.get(node.op, node.op)
-        for name in _called_functions(node):
+    for kind, functions in pipeline:
+        add(kind, "in the pipeline")
+        transformation = _transformation(kind)
+        for name, graph_def in functions:
             where = (
                 f"in the `{transformation}` function "
                 f"`{_python_name(name, transformation)}`"
             )
-            for op in _ops_reached(name, functions):
+            for op in _ops(graph_def):
                 add(op, where)
     return _phrases(random), _phrases(opaque)
+
+
+def _ops(graph_def):
+    """Op types of a function's graph and of the functions it calls."""
+    ops = [node.op for node in graph_def.node]
+    for function in graph_def.library.function:
+        ops.extend(node.op for node in function.node_def)
+    return ops
+
+
+def _transformation(kind):
+    """`"ParallelMapDataset"` -> `"map"`: the `tf.data.Dataset` method."""
+    name = re.sub(r"Dataset(V\d+)?$", "", kind)
+    name = re.sub(r"^Parallel(?=[A-Z])", "", name)
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _phrases(found):
@@ -249,30 +255,6 @@ def _phrases(found):
         ", ".join(f"`{op}`" for op in sorted(ops)) + f" {where}"
         for where, ops in found.items()
     ]
-
-
-def _called_functions(node):
-    """Names of the functions a node calls (`f`, branches, ...)."""
-    names = []
-    for value in node.attr.values():
-        if value.HasField("func"):
-            names.append(value.func.name)
-        names.extend(f.name for f in value.list.func)
-    return names
-
-
-def _ops_reached(name, functions):
-    """Op types of function `name` and of every function it calls."""
-    ops, stack, seen = [], [name], set()
-    while stack:
-        current = stack.pop()
-        if current in seen or current not in functions:
-            continue
-        seen.add(current)
-        for node in functions[current].node_def:
-            ops.append(node.op)
-            stack.extend(_called_functions(node))
-    return ops
 
 
 def _python_name(function_name, transformation):

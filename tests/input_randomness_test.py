@@ -130,7 +130,7 @@ class ScanDatasetTest(parameterized.TestCase, tf.test.TestCase):
             )
         )
         self.assertTrue(found.random)
-        self.assertEqual(found.findings[0], "`RandomDataset` in the pipeline")
+        self.assertIn("`RandomDataset` in the pipeline", found.findings)
 
     def test_random_op_in_a_nested_function(self):
         @tf.function

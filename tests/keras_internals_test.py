@@ -153,27 +153,34 @@ class FitCallTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(seen["py_dataset"], ("py_dataset", py_dataset))
         self.assertEqual(seen["generator"], ("generator", None))
 
-    def test_dataset_graph(self):
+    def test_dataset_functions(self):
         def augment(x):
             return tf.image.random_flip_left_right(x)
 
-        dataset = (
-            tf.data.Dataset.from_tensor_slices(np.zeros((4, 2, 2, 1)))
-            .shuffle(4)
-            .map(augment)
-        )
-        graph_def = keras_internals.dataset_graph(dataset)
+        images = tf.data.Dataset.from_tensor_slices(np.zeros((4, 2, 2, 1)))
+        dataset = tf.data.Dataset.zip(
+            (images.shuffle(4).map(augment), tf.data.Dataset.random(1))
+        ).prefetch(1)
+        pipeline = keras_internals.dataset_functions(dataset)
 
-        ops = [node.op for node in graph_def.node]
-        self.assertIn("ShuffleDatasetV3", ops)
-        (node,) = [node for node in graph_def.node if node.op == "MapDataset"]
-        functions = {f.signature.name: f for f in graph_def.library.function}
-        map_function = functions[node.attr["f"].func.name]
-        self.assertIn("augment", map_function.signature.name)
-        self.assertIn("RandomUniform", [n.op for n in map_function.node_def])
+        self.assertEqual(
+            [kind for kind, _ in pipeline],
+            [
+                "PrefetchDataset",
+                "ZipDataset",
+                "MapDataset",
+                "ShuffleDataset",
+                "TensorSliceDataset",
+                "RandomDataset",
+            ],
+        )
+        ((name, graph_def),) = pipeline[2][1]
+        self.assertStartsWith(name, "__inference_Dataset_map_augment_")
+        self.assertIn("RandomUniform", [n.op for n in graph_def.node])
+        self.assertEqual([f for _, f in pipeline if f], [pipeline[2][1]])
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
         with self.assertRaises(TypeError):
-            keras_internals.dataset_graph(
+            keras_internals.dataset_functions(
                 strategy.experimental_distribute_dataset(dataset.batch(2))
             )
 
