@@ -18,7 +18,7 @@ from keras_learndrop.policy import LearnDropScores
 from keras_learndrop.policy import Observation
 from keras_learndrop.report import LearnDropHistory
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "AutoFreezeRule",
