@@ -165,6 +165,12 @@ run() {
              --setting=drift:threshold=0.02 --setting=drift:threshold=0.01 \
              --seeds="${SEEDS:-0,1}" \
              --results="$V06/frontier_open.jsonl" ;;
+    # With augmentation mapped on the pipeline (found, so the stem runs
+    # forward): FeatureDrift's default, which freezes under augmentation.
+    v06-augment) frontier --model=resnet20 --epochs=30 --augment \
+             --regime=resnet20-augment --setting=drift \
+             --seeds="${SEEDS:-0,1}" \
+             --results="$V06/frontier_resnet20_augment.jsonl" ;;
     v06-report) python -m benchmarks.frontier --report \
              --results="$(ls "$V06"/frontier_*.jsonl | paste -sd,)" \
              --plot="$V06/frontier.png" ;;
