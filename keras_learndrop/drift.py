@@ -345,7 +345,7 @@ class DriftTracker:
 
     def get_state(self):
         """Returns the Gram matrices of the last call, for a resumed fit."""
-        return [g for g in self.grams]
+        return list(self.grams)
 
     def set_state(self, grams):
         """Restores Gram matrices from `get_state` (`None` where unset).

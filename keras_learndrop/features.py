@@ -148,7 +148,7 @@ class TrainingFeatures(StemFeatures):
             )
         return None
 
-    def refuse(self, reason, warn=None):
+    def refuse(self, reason):
         # Asked for with `cache='off'`: no need to warn.
         super().refuse(reason, self.cache_option != "off")
 

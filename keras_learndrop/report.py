@@ -255,7 +255,7 @@ class LearnDropHistory:
             panels[0].axhline(threshold, color="grey", ls="--", lw=1)
         panels[0].set_title(f"(a) {score} per unit; X: frozen after that epoch")
         if has_drift:
-            self._plot_units(panels[1], "drift", lambda e: e.drift)
+            self._plot_units(panels[1], "drift", _score_of("drift"))
             panels[1].set_yscale("log")
             panels[1].set_title("(b) drift 1 - CKA on the probe set")
         times = panels[-1]
