@@ -261,9 +261,10 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
     define(
         flags.DEFINE_enum,
         "policy",
-        "LearnDrop: when to freeze. default: LearnDropScores.default() "
-        "(LearnDrop's default); scores: LearnDropScores (one threshold for "
-        "every unit); aggressive: LearnDropScores.aggressive(); consistency: "
+        "LearnDrop: when to freeze. default: ScheduleOrDrift() (LearnDrop's "
+        "default); scores: LearnDropScores (one threshold for every unit); "
+        "aggressive: LearnDropScores.aggressive(); drift: FeatureDrift; "
+        "consistency: "
         "DirectionConsistency; autofreeze: AutoFreezeRule; freezeout: "
         "FreezeOut; fixed: FixedSchedule of --schedule.",
         enum_values=tuple(POLICIES),
@@ -405,7 +406,7 @@ def config_from_flags(**overrides):
 
 # The runners' names of the built-in policies.
 POLICIES = {
-    "default": keras_learndrop.LearnDropScores.default,
+    "default": keras_learndrop.ScheduleOrDrift,
     "scores": keras_learndrop.LearnDropScores,
     "aggressive": keras_learndrop.LearnDropScores.aggressive,
     "consistency": keras_learndrop.DirectionConsistency,

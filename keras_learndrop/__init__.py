@@ -16,6 +16,7 @@ from keras_learndrop.policy import FreezeOut
 from keras_learndrop.policy import FreezePolicy
 from keras_learndrop.policy import LearnDropScores
 from keras_learndrop.policy import Observation
+from keras_learndrop.policy import ScheduleOrDrift
 from keras_learndrop.report import LearnDropHistory
 
 __version__ = "0.6.0"
@@ -31,6 +32,7 @@ __all__ = [
     "LearnDropHistory",
     "LearnDropScores",
     "Observation",
+    "ScheduleOrDrift",
     "Unit",
     "UnitChain",
     "model_flops",

@@ -85,25 +85,9 @@ def unbiased_hsic(gram_x, gram_y):
     Raises:
         ValueError: for matrices of other shapes, or fewer than 4 inputs.
     """
-    gram_x = np.array(gram_x, dtype=np.float64)
-    gram_y = np.array(gram_y, dtype=np.float64)
-    n = gram_x.shape[0]
-    if gram_x.shape != (n, n) or gram_y.shape != (n, n):
-        raise ValueError(
-            "`gram_x` and `gram_y` must be square Gram matrices of the "
-            f"same inputs. Received: shapes {gram_x.shape} and {gram_y.shape}."
-        )
-    if n < 4:
-        raise ValueError(
-            "The unbiased HSIC needs at least 4 inputs. Received: Gram "
-            f"matrices of {n} inputs."
-        )
-    np.fill_diagonal(gram_x, 0.0)
-    np.fill_diagonal(gram_y, 0.0)
-    trace = np.sum(gram_x * gram_y)  # tr(K L) for symmetric matrices.
-    sums = gram_x.sum() * gram_y.sum() / ((n - 1) * (n - 2))
-    cross = 2.0 / (n - 2) * (gram_x.sum(axis=0) @ gram_y.sum(axis=1))
-    return float((trace + sums - cross) / (n * (n - 3)))
+    x, y = HsicTerms(gram_x), HsicTerms(gram_y)
+    _check_same_inputs(x, y)
+    return x.hsic(y)
 
 
 def cka(gram_x, gram_y):
@@ -124,12 +108,70 @@ def cka(gram_x, gram_y):
     >>> round(cka(gram(x), gram(3.0 * x)), 6)
     1.0
     """
-    cross = unbiased_hsic(gram_x, gram_y)
-    self_x = unbiased_hsic(gram_x, gram_x)
-    self_y = unbiased_hsic(gram_y, gram_y)
-    if not (self_x > 0 and self_y > 0):
-        return float("nan")
-    return float(cross / np.sqrt(self_x * self_y))
+    x, y = HsicTerms(gram_x), HsicTerms(gram_y)
+    _check_same_inputs(x, y)
+    return x.cka(y)
+
+
+class HsicTerms:
+    """What the unbiased HSIC needs of one Gram matrix, computed once.
+
+    The matrix with its diagonal zeroed, its sum, its row sums and its HSIC
+    with itself: an evaluation compares each unit's new Gram matrix with
+    the last one, so each matrix is prepared once and used twice, and a
+    CKA then costs one pass over the two matrices.
+
+    Args:
+        gram_matrix: Float array `(n, n)`, `n >= 4`.
+
+    Raises:
+        ValueError: for a matrix that is not square, or fewer than 4 inputs.
+    """
+
+    def __init__(self, gram_matrix):
+        k = np.array(gram_matrix, dtype=np.float64)
+        n = k.shape[0]
+        if k.shape != (n, n):
+            raise ValueError(
+                "A Gram matrix must be square, one row and column per "
+                f"input. Received: shape {k.shape}."
+            )
+        if n < 4:
+            raise ValueError(
+                "The unbiased HSIC needs at least 4 inputs. Received: Gram "
+                f"matrices of {n} inputs."
+            )
+        np.fill_diagonal(k, 0.0)
+        self.n = n
+        self.zeroed = k
+        self.rows = k.sum(axis=1)
+        self.total = float(self.rows.sum())
+        self.self_hsic = self.hsic(self)
+
+    def hsic(self, other):
+        """Returns `HSIC_1` of this Gram matrix and `other`'s."""
+        n = self.n
+        # tr(K~ L~) for symmetric matrices: the sum of their product.
+        trace = float(np.vdot(self.zeroed, other.zeroed))
+        sums = self.total * other.total / ((n - 1) * (n - 2))
+        cross = 2.0 / (n - 2) * float(self.rows @ other.rows)
+        return (trace + sums - cross) / (n * (n - 3))
+
+    def cka(self, other):
+        """Returns the linear CKA of this Gram matrix and `other`'s."""
+        if not (self.self_hsic > 0 and other.self_hsic > 0):
+            return float("nan")
+        return self.hsic(other) / float(
+            np.sqrt(self.self_hsic * other.self_hsic)
+        )
+
+
+def _check_same_inputs(x, y):
+    if x.n != y.n:
+        raise ValueError(
+            "`gram_x` and `gram_y` must be square Gram matrices of the "
+            f"same inputs. Received: shapes {(x.n, x.n)} and {(y.n, y.n)}."
+        )
 
 
 def relative_drift(drift):
@@ -282,6 +324,7 @@ class DriftTracker:
         self.probe = np.asarray(probe)
         self.grid = grid
         self.grams = [None] * len(chain)
+        self._terms = [None] * len(chain)
         self.cut = 0
         self._features = None
         self._head_grams = None
@@ -336,11 +379,14 @@ class DriftTracker:
             the first call.
         """
         grams = self.current_grams()
+        terms = [None if g is None else HsicTerms(g) for g in grams]
         drift = np.full(len(self.chain), np.nan)
         for unit in range(self.cut, len(self.chain)):
             if self.grams[unit] is not None:
-                drift[unit] = 1.0 - cka(self.grams[unit], grams[unit])
-        self.grams = grams
+                if self._terms[unit] is None:
+                    self._terms[unit] = HsicTerms(self.grams[unit])
+                drift[unit] = 1.0 - self._terms[unit].cka(terms[unit])
+        self.grams, self._terms = grams, terms
         return drift
 
     def get_state(self):
@@ -364,6 +410,7 @@ class DriftTracker:
         self.grams = [
             None if g is None else np.asarray(g, np.float64) for g in grams
         ]
+        self._terms = [None] * len(grams)
 
 
 def _chunk_sizes(n):

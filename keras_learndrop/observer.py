@@ -160,6 +160,7 @@ class UnitObserver:
             remaining_learning_rate=self.rates.remaining(
                 epoch, epochs, steps_per_epoch
             ),
+            scheduled=self.rates.scheduled,
             augmented=augmented,
             drift=self.measure_drift(),
         )

@@ -305,6 +305,16 @@ class LearningRates:
         self._schedule = _schedule_of(self._optimizer)
         self._values = []
 
+    @property
+    def scheduled(self):
+        """Whether the rates to come are known: the optimizer has a schedule.
+
+        `False` for a constant learning rate, which callbacks such as
+        `ReduceLROnPlateau` or `LearningRateScheduler` may change at any
+        epoch.
+        """
+        return self._schedule is not None
+
     def current(self):
         """Returns the learning rate of the next step, or `None`."""
         try:

@@ -247,6 +247,61 @@ class ObservationTest(parameterized.TestCase, tf.test.TestCase):
             [0.15, 0.1, 0.05, 0.0],
         )
 
+    def test_only_a_schedule_counts_as_known(self):
+        class Recorder(keras_learndrop.FreezePolicy):
+            def propose(self, observation):
+                self.seen = observation.scheduled
+                return 0
+
+        scheduled = keras.optimizers.schedules.CosineDecay(0.1, 24)
+        for optimizer, expected in (
+            (keras.optimizers.SGD(scheduled), True),
+            (keras.optimizers.SGD(0.05), False),
+            (keras.optimizers.Adam(), False),
+        ):
+            model = tiny_models.compile_model(
+                tiny_models.conv_net(), optimizer=optimizer
+            )
+            recorder = Recorder()
+            _fit(model, keras_learndrop.LearnDrop(recorder), self.x, self.y, 1)
+            self.assertIs(recorder.seen, expected)
+
+    @parameterized.named_parameters(
+        ("constant_rate", None, False, "FeatureDrift: the learning rate has"),
+        ("schedule_from_scratch", 0.5, False, "LearnDropScores: the"),
+        ("schedule_pretrained", 1e-6, True, "FeatureDrift: the stem starts"),
+    )
+    def test_the_default_says_what_decides_and_why(
+        self, peak, pretrain, expected
+    ):
+        model = tiny_models.compile_model(tiny_models.conv_net())
+        if pretrain:
+            model.fit(self.x, self.y, epochs=3, batch_size=8, verbose=0)
+        optimizer = (
+            keras.optimizers.SGD(0.05)
+            if peak is None
+            else keras.optimizers.SGD(
+                keras.optimizers.schedules.CosineDecay(peak, 12)
+            )
+        )
+        model.compile(
+            optimizer=optimizer, loss="sparse_categorical_crossentropy"
+        )
+        callback = keras_learndrop.LearnDrop(verbose=1)
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            _fit(model, callback, self.x, self.y, 2)
+
+        notes = [n for n in callback.history.notes if "ScheduleOrDrift" in n]
+        self.assertLen(notes, 1)
+        self.assertIn(f"ScheduleOrDrift decides with {expected}", notes[0])
+        self.assertIn(notes[0], out.getvalue())
+        state = callback.policy.get_state()
+        self.assertEqual(
+            state["choice"], "scores" if "Scores" in expected else "drift"
+        )
+
     def test_samples_within_the_epoch_make_the_path(self):
         without = self._observe(keras.optimizers.SGD(0.05, momentum=0.9), 1)
         keras.utils.set_random_seed(0)
@@ -1191,7 +1246,9 @@ class ProgressLineTest(tf.test.TestCase):
     def test_progress_line_shows_few_keys_and_loggers_get_all(self):
         csv_path = os.path.join(self.get_temp_dir(), "log.csv")
         board_dir = os.path.join(self.get_temp_dir(), "board")
-        callback = keras_learndrop.LearnDrop()  # Scores: rate, continuation.
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.LearnDropScores.default()
+        )  # Scores: rate, continuation.
 
         out, history = self._fit(
             [

@@ -48,6 +48,31 @@ class CkaTest(parameterized.TestCase, tf.test.TestCase):
         self.assertAllGreater(np.diff(values), 0)
         self.assertLess(values[0], 1e-3)
 
+    def test_unbiased_hsic_follows_song_et_al(self):
+        # Equation (5) of Song et al. (2012), term by term with matrix
+        # products, against the prepared terms the tracker uses.
+        n = 12
+        k = drift.gram(_random((n, 7), 0))
+        m = drift.gram(_random((n, 9), 1))
+        kt, lt = k - np.diag(np.diag(k)), m - np.diag(np.diag(m))
+        ones = np.ones(n)
+        expected = (
+            np.trace(kt @ lt)
+            + (ones @ kt @ ones) * (ones @ lt @ ones) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (ones @ kt @ lt @ ones)
+        ) / (n * (n - 3))
+
+        self.assertAllClose(drift.unbiased_hsic(k, m), expected)
+        terms = drift.HsicTerms(k), drift.HsicTerms(m)
+        self.assertAllClose(terms[0].hsic(terms[1]), expected)
+        self.assertAllClose(terms[0].self_hsic, drift.unbiased_hsic(k, k))
+        self.assertAllClose(
+            terms[0].cka(terms[1]),
+            expected / np.sqrt(terms[0].self_hsic * terms[1].self_hsic),
+        )
+        # The caller's matrices are left as they were.
+        self.assertAllClose(np.diag(k), np.diag(drift.gram(_random((n, 7)))))
+
     def test_constant_features_have_no_cka(self):
         x = _random((8, 3))
         self.assertTrue(np.isnan(drift.cka(drift.gram(x), np.zeros((8, 8)))))

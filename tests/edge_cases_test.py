@@ -696,6 +696,10 @@ class OtherCallbacksTest(tf.test.TestCase):
                 if line.startswith("LearnDrop")
             ],
             [
+                "LearnDrop: ScheduleOrDrift decides with FeatureDrift: the "
+                "learning rate has no schedule, so the learning still to "
+                "come is unknown (a constant rate, which callbacks such as "
+                "ReduceLROnPlateau may change).",
                 "LearnDrop epoch 1: full, 0/2 units frozen, cache 0.0 MiB, "
                 "0.0 % of forward FLOPs saved so far",
                 "LearnDrop epoch 2: full, 0/2 units frozen, cache 0.0 MiB, "

@@ -421,6 +421,16 @@ ALL_POLICIES = (
     ("freezeout", lambda: policy.FreezeOut(t0=0.6, start_fraction=0.1)),
     ("fixed", lambda: policy.FixedSchedule({3: 1, 6: 2})),
     ("drift", lambda: policy.FeatureDrift(relative_threshold=0.5)),
+    ("default", policy.ScheduleOrDrift),
+    (
+        "schedule_or_drift",
+        lambda: policy.ScheduleOrDrift(
+            scores=policy.LearnDropScores(threshold=0.3),
+            drift=policy.FeatureDrift(threshold=0.02),
+            pretrained_drift=0.2,
+            max_new_units=1,
+        ),
+    ),
 )
 
 
@@ -492,16 +502,22 @@ class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
             "FreezeOut",
             "FixedSchedule",
             "FeatureDrift",
+            "ScheduleOrDrift",
             "Observation",
         ):
             self.assertIs(getattr(keras_learndrop, name), getattr(policy, name))
         default = keras_learndrop.LearnDrop().policy
-        self.assertIsInstance(default, policy.LearnDropScores)
+        self.assertIsInstance(default, policy.ScheduleOrDrift)
+        self.assertFalse(default.freeze_augmented)
+        self.assertEqual(default.pretrained_drift, 0.07)
         self.assertEqual(
-            default.get_config(),
+            default.scores.get_config(),
             policy.LearnDropScores(
-                last_unit_threshold=0.02, freeze_augmented=False
+                last_unit_threshold=0.02, freeze_augmented=True
             ).get_config(),
+        )
+        self.assertEqual(
+            default.drift.get_config(), policy.FeatureDrift().get_config()
         )
 
 
@@ -581,6 +597,123 @@ class FeatureDriftTest(tf.test.TestCase, parameterized.TestCase):
             keras_learndrop.LearnDrop(
                 policy=policy.FeatureDrift(), probe_size=0
             )
+
+
+def _first_drift_then_settling(first, scheduled, epochs=EPOCHS):
+    """Unit 0's features settle from evaluation 2, its weights keep moving.
+
+    The first evaluation's drift is `first` for every unit; the weights
+    move with the cosine learning rate throughout, as in
+    `_schedule_decay_only` (so the scores never settle before its end).
+    """
+    observations = []
+    for e, observation in enumerate(_schedule_decay_only(epochs)):
+        drift = np.full(4, first if e == 0 else 0.3)
+        if e >= 2:
+            drift[0] = 0.002
+        observations.append(
+            dataclasses.replace(observation, drift=drift, scheduled=scheduled)
+        )
+    return observations
+
+
+class ScheduleOrDriftTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("no_schedule", 0.5, False, "drift", "has no schedule"),
+        ("pretrained", 0.01, True, "drift", "starts pre-trained"),
+        ("scratch", 0.5, True, "scores", "trains from scratch"),
+    )
+    def test_it_reads_the_schedule_only_where_it_can(
+        self, first, scheduled, choice, why
+    ):
+        chosen = policy.ScheduleOrDrift()
+        stems = _run(chosen, _first_drift_then_settling(first, scheduled))
+
+        self.assertEqual(chosen.choice, choice)
+        self.assertLen(chosen.notes, 1)
+        self.assertIn(why, chosen.notes[0])
+        first_freeze = next(i for i, stem in enumerate(stems) if stem)
+        if choice == "drift":
+            # Unit 0 alone, once settled for two evaluations.
+            self.assertEqual(first_freeze, 3)
+            self.assertEqual(stems[-1], 1)
+        else:
+            # The weights move with the learning rate: the scores wait for
+            # the schedule to run half out.
+            self.assertGreaterEqual(first_freeze, EPOCHS // 2)
+
+    def test_without_drift_the_scores_decide(self):
+        chosen = policy.ScheduleOrDrift()
+        observations = [
+            dataclasses.replace(o, scheduled=False, drift=None)
+            for o in _unit_zero_settles()
+        ]
+
+        stems = _run(chosen, observations)
+
+        self.assertEqual(chosen.choice, "scores")
+        self.assertIn("no drift is measured", chosen.notes[0])
+        reference = _run(policy.LearnDropScores.default(), observations)
+        self.assertEqual(stems, reference)
+
+    def test_pretrained_means_the_first_half_of_the_moving_units(self):
+        # Units without trainable weights (change 0) and frozen ones (NaN)
+        # do not count; of the other six, the first three average 0.03.
+        drift = np.array([NAN, 0.0, 0.01, 0.02, 0.06, 0.9, 0.9, 0.9])
+        change = np.array([NAN, 0.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+        observation = dataclasses.replace(
+            _observe(0, change), drift=drift, scheduled=True
+        )
+        strict = policy.ScheduleOrDrift(pretrained_drift=0.02)
+        loose = policy.ScheduleOrDrift(pretrained_drift=0.04)
+
+        self.assertEqual(strict.choose(observation)[0], "scores")
+        self.assertEqual(loose.choose(observation)[0], "drift")
+        self.assertIn("0.030", loose.choose(observation)[1])
+
+    def test_the_choice_holds_for_the_fit_and_resets_with_it(self):
+        chosen = policy.ScheduleOrDrift()
+        observations = _first_drift_then_settling(0.5, scheduled=True)
+        observations[3] = dataclasses.replace(observations[3], scheduled=False)
+        _run(chosen, observations)
+        self.assertEqual(chosen.choice, "scores")
+
+        chosen.reset()
+        self.assertIsNone(chosen.choice)
+        chosen.update(dataclasses.replace(observations[0], scheduled=False))
+        self.assertEqual(chosen.choice, "drift")
+
+    def test_augmentation_holds_whatever_decides(self):
+        observations = [
+            dataclasses.replace(o, augmented=True)
+            for o in _first_drift_then_settling(0.01, scheduled=True)
+        ]
+        held = policy.ScheduleOrDrift()
+        eager = policy.ScheduleOrDrift(freeze_augmented=True)
+
+        self.assertEqual(_run(held, observations)[-1], 0)
+        self.assertEqual(held.choice, "drift")
+        self.assertEqual(_run(eager, observations)[-1], 1)
+
+    def test_its_own_safeguards_bound_the_chosen_policy(self):
+        drifts = [[0.5] * 4] + [[0.001] * 4] * 5
+        observations = [
+            dataclasses.replace(o, scheduled=False) for o in _drifting(drifts)
+        ]
+        stems = _run(policy.ScheduleOrDrift(max_new_units=1), observations)
+        self.assertEqual(stems, [0, 0, 1, 2, 3, 3])
+
+    @parameterized.named_parameters(
+        ("scores", dict(scores="scores"), TypeError,
+         "`scores` must be a FreezePolicy such as LearnDropScores.default()"),
+        ("drift", dict(drift=0.01), TypeError,
+         "`drift` must be a FreezePolicy such as FeatureDrift().*0.01"),
+        ("pretrained", dict(pretrained_drift=1.5), ValueError,
+         r"\[0.0, 1.0\]. Received: pretrained_drift=1.5"),
+    )  # fmt: skip
+    def test_bad_argument_is_refused(self, kwargs, error, message):
+        with self.assertRaisesRegex(error, message):
+            policy.ScheduleOrDrift(**kwargs)
 
 
 class ArgumentsTest(parameterized.TestCase):
