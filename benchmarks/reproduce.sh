@@ -6,9 +6,13 @@
 # frontier-report v04-resnet20 v04-finetune v04-augment v04-holdout
 # v04-vgg11-augment v04-vgg11 v05-seeds v04-report augment-pipeline
 # transfer-learning v06-observe v06-observe-report v06-resnet20
-# v06-finetune v06-vgg11 v06-open v06-report growth resnet20 vgg11
+# v06-finetune v06-vgg11 v06-open v06-report v07-finetune v07-finetune-b
+# v07-open v07-dropout v07-resnet50 v07-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
-# benchmarks/results/ (resumed where a run stopped).
+# benchmarks/results/ (resumed where a run stopped). The setting `default`
+# is LearnDrop's default of the version that runs it: `ScheduleOrDrift()`
+# since 0.7, `LearnDropScores.default()` before (rerun that one with
+# `--setting=scores:last_unit_threshold=0.02,freeze_augmented=False`).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
        --batch_size=128)
@@ -38,9 +42,11 @@ V04="$RESULTS/0.4"
 COMPARE=(--setting=default --setting=freezeout --setting=autofreeze
          --setting=scores:threshold=0.5 --setting=aggressive)
 PRETRAINED=outputs/pretrain/resnet20_w0.5_classes0-4.weights.h5
+# CORE=1 bash benchmarks/reproduce.sh ... pins a second timed job to core 1.
 frontier() {
-  taskset -c 0 python -m benchmarks.frontier "${FRONTIER[@]}" "$@"
+  taskset -c "${CORE:-0}" python -m benchmarks.frontier "${FRONTIER[@]}" "$@"
 }
+V07="$RESULTS/0.7"
 # Version 0.6: each unit's drift on the probe set (benchmarks/observe_drift.py).
 V06="$RESULTS/0.6"
 DRIFT=(--setting=drift:threshold=0.02 --setting=drift:threshold=0.05
@@ -177,6 +183,43 @@ run() {
     v06-observe-report) python -m benchmarks.observe_drift --report \
              --results="$V06/observe_drift.jsonl" \
              --plot="$V06/observe_drift.png" ;;
+    # Version 0.7: the default ScheduleOrDrift() against fresh baselines
+    # where it differs from 0.6's (pre-trained stems, no schedule), with
+    # the alternatives for a pre-trained stem, and where it does not
+    # (dropout); one of the paper's models at CIFAR size.
+    v07-finetune) pretrain
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 --regime=finetune \
+             --setting=default --setting=drift:threshold=0.005 \
+             --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V07/frontier_finetune.jsonl" ;;
+    v07-finetune-b) pretrain
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 --regime=finetune-b \
+             --setting=aggressive \
+             --setting=drift:threshold=0.01,patience=3 \
+             --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V07/frontier_finetune_b.jsonl" ;;
+    v07-open) frontier --model=resnet20 --epochs=60 --regime=open-ended \
+             --optimizer=adam --learning_rate=0.001 --weight_decay=0 \
+             --batch_size=32 --lr_schedule=constant --reduce_lr_patience=2 \
+             --early_stopping_patience=6 --setting=default \
+             --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V07/frontier_open.jsonl" ;;
+    v07-dropout) frontier --model=resnet20 --epochs=30 --dropout=0.1 \
+             --regime=resnet20-dropout --setting=default \
+             --seeds="${SEEDS:-0,1}" \
+             --results="$V07/frontier_resnet20_dropout.jsonl" ;;
+    # keras.applications.ResNet50(weights=None) at 32x32 (2,000 training
+    # images, batch 32: BatchNorm's moving statistics lag at fewer steps).
+    v07-resnet50) frontier --model=resnet50 --width=1.0 --tune_train=2000 \
+             --tune_val=1000 --batch_size=32 --optimizer=adam \
+             --learning_rate=0.001 --weight_decay=0 --epochs=12 \
+             --regime=resnet50 --setting=default --seeds="${SEEDS:-0}" \
+             --results="$V07/frontier_resnet50.jsonl" ;;
+    v07-report) python -m benchmarks.frontier --report \
+             --results="$(ls "$V07"/*.jsonl | paste -sd,)" \
+             --plot="$V07/frontier.png" ;;
     # Augmentation mapped onto the tf.data pipeline and not declared:
     # before detection (augmented_inputs=False: a freeze replays one
     # augmented view), detected (the default), declared. One seed.

@@ -59,8 +59,12 @@ def define_flags():
             definer(name, default, help_text)
 
 
-def observations(report, epochs):
-    """Returns the `Observation`s of a run's report (`to_dict()` form)."""
+def observations(report, epochs, scheduled=True):
+    """Returns the `Observation`s of a run's report (`to_dict()` form).
+
+    `scheduled` is `Observation.scheduled` (reports do not record it): the
+    run's `lr_schedule` was not `constant`.
+    """
 
     def array(values):
         return np.array([np.nan if v is None else v for v in values])
@@ -79,6 +83,7 @@ def observations(report, epochs):
             remaining_learning_rate=e.get("remaining_learning_rate")
             if e.get("remaining_learning_rate") is not None
             else float(sum(rates[i + 1 :])),
+            scheduled=scheduled,
             drift=array(e["drift"]) if e.get("drift") else None,
         )
         for i, e in enumerate(evaluations)
@@ -158,7 +163,7 @@ def main(argv):
             (
                 f"{r['regime']} seed {r['seed']}",
                 drift_report(r) if "observed" in r else r,
-                r["config"]["epochs"],
+                r["config"],
             )
             for r in frontier.read_results([FLAGS.run])
             if r.get("setting", frontier.OBSERVE) == frontier.OBSERVE
@@ -166,9 +171,13 @@ def main(argv):
     else:
         with open(FLAGS.run) as file:
             result = json.load(file)
-        runs = [(FLAGS.run, result["learn_drop"], result["config"]["epochs"])]
-    for name, report, epochs in runs:
-        recorded = observations(report, epochs)
+        runs = [(FLAGS.run, result["learn_drop"], result["config"])]
+    for name, report, config in runs:
+        recorded = observations(
+            report,
+            config["epochs"],
+            config.get("lr_schedule", "cosine") != "constant",
+        )
         print(f"{name}: {len(recorded)} evaluations")
         for setting in FLAGS.setting:
             config = train_flags.TrainConfig(**frontier.parse_setting(setting))

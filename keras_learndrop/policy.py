@@ -828,10 +828,11 @@ class FeatureDrift(_StreakPolicy):
 
     Args:
         threshold: Float in (0, 1]. Drift per evaluation at or below which
-            a unit is settled. Defaults to `0.01`: fine-tuning 2.27x at
-            -0.51 points and open-ended runs 1.38x at -0.03 over four
-            seeds, where `0.02` lost 2.7 points open-ended (docs/results.md).
-            From scratch no threshold measured kept accuracy.
+            a unit is settled. Defaults to `0.005`: fine-tuning a
+            pre-trained stem 1.64x faster at -0.14 points over four seeds,
+            where `0.01` was 2.10x at -0.85 (docs/results.md). From scratch
+            no threshold measured kept accuracy (open-ended runs: `0.01`
+            -0.98 points over eight seeds, `0.005` -2.5 over four).
         patience: Integer >= 1. Evaluations in a row a unit must be settled.
             Defaults to `2`.
         warmup: Integer >= 0. First evaluations that never count as
@@ -861,7 +862,7 @@ class FeatureDrift(_StreakPolicy):
 
     def __init__(
         self,
-        threshold=0.01,
+        threshold=0.005,
         patience=2,
         warmup=1,
         relative_threshold=None,
@@ -909,38 +910,43 @@ class FeatureDrift(_StreakPolicy):
 
 
 class ScheduleOrDrift(FreezePolicy):
-    """LearnDrop's default: the schedule's scores where they can tell, else
-    the drift.
+    """LearnDrop's default: the schedule's scores, or the drift for a
+    pre-trained stem.
 
     Two signals say when a unit is done, each where the other fails
     (docs/results.md, "The default of 0.7"):
 
     * `scores` (`LearnDropScores.default()`) counts the learning a unit
-      has still to come from the learning-rate schedule. From scratch with
-      a decaying schedule it kept accuracy in every regime measured, but
-      it reads a clock, not the network: it cannot tell a pre-trained stem
-      from a fresh one, and without a schedule it does not know when the
-      run ends (`EarlyStopping`, `ReduceLROnPlateau`).
+      has still to come from the learning-rate schedule. From scratch it
+      kept accuracy in every regime measured, but it reads a clock, not
+      the network: it cannot tell a pre-trained stem from a fresh one, so
+      fine-tuning waits for half the run as training from scratch does.
     * `drift` (`FeatureDrift()`) reads the network: how far each unit's
-      features on the probe set still move. It froze pre-trained stems
-      and open-ended runs early at little cost, but from scratch a frozen
-      prefix makes the next units look settled in turn (they stop
-      inheriting its drift) and it lost 2.6 points or more.
+      features on the probe set still move. It freezes a pre-trained stem
+      early at little cost, but from scratch a frozen prefix makes the
+      next units look settled in turn (they stop inheriting its drift):
+      it lost 1 to 17 points there, also in runs of unknown length.
 
     At the first evaluation of a `fit`, the policy picks one of them for
     the whole `fit`, and says which and why in `notes`:
 
     1. `scores` when no drift is measured (`probe_size=0`, or data the
        probe cannot read);
-    2. `drift` when the optimizer's learning rate has no schedule
-       (`Observation.scheduled`: a constant rate, which callbacks may
-       change at any epoch, so the learning still to come is unknown);
-    3. `drift` when the stem starts pre-trained: over the first
+    2. `drift` when the stem starts pre-trained: over the first
        evaluation, the first half of the units with trainable weights
-       drifted `pretrained_drift` or less on average (fine-tuning measured
-       0.012-0.034 over four seeds; from scratch 0.155-0.705 over 14 runs
-       of four regimes);
-    4. `scores` otherwise.
+       drifted `pretrained_drift` or less on average, and at most
+       `pretrained_relative_drift` times as much as the output unit (the
+       head learns, the stem stays). Fine-tuning measured 0.012-0.055 and
+       0.016-0.108 times the output's in eight runs; from scratch, every
+       run drifted either more than 0.15, or more than 0.44 times the
+       output's (keras.applications' ResNet50, 0.067: a deep residual
+       network drifts little everywhere in its first epoch), in 19 runs of
+       six regimes;
+    3. `scores` otherwise. Without a learning-rate schedule
+       (`Observation.scheduled` is `False`: a constant rate, which
+       `ReduceLROnPlateau` may change) the scores count the current rate
+       as constant to the last of `fit`'s epochs, so under `EarlyStopping`
+       they may freeze nothing; the note says so.
 
     The chosen policy's own safeguards apply, and this policy's on top.
 
@@ -948,11 +954,14 @@ class ScheduleOrDrift(FreezePolicy):
         scores: A `FreezePolicy` for runs whose schedule is known, from
             scratch. Defaults to `LearnDropScores.default()` (with
             `freeze_augmented=True`: this policy's own setting decides).
-        drift: A `FreezePolicy` for runs of unknown length and pre-trained
-            stems. Defaults to `FeatureDrift()`.
+        drift: A `FreezePolicy` for pre-trained stems. Defaults to
+            `FeatureDrift()`.
         pretrained_drift: Float in [0, 1]. Mean drift over the first
-            evaluation at or below which the stem counts as pre-trained
+            evaluation at or below which the stem may count as pre-trained
             (`0` never counts it so). Defaults to `0.07`.
+        pretrained_relative_drift: Float >= 0. The same mean over the
+            output unit's drift must also be at or below it. Defaults to
+            `0.15`.
         **kwargs: The safeguards of `FreezePolicy`; `freeze_augmented`
             defaults to `False` here.
 
@@ -965,14 +974,19 @@ class ScheduleOrDrift(FreezePolicy):
     >>> policy.build(4)
     >>> observation = Observation(
     ...     epoch=0, epochs=10, change=np.full(4, 0.1),
-    ...     path=np.full(4, 0.1), learning_rate=0.01, scheduled=False,
-    ...     drift=np.array([0.3, 0.5, 0.6, 0.8]))
+    ...     path=np.full(4, 0.1), learning_rate=0.01, scheduled=True,
+    ...     drift=np.array([0.01, 0.03, 0.2, 0.8]))
     >>> policy.update(observation), policy.choice
     (0, 'drift')
     """
 
     def __init__(
-        self, scores=None, drift=None, pretrained_drift=0.07, **kwargs
+        self,
+        scores=None,
+        drift=None,
+        pretrained_drift=0.07,
+        pretrained_relative_drift=0.15,
+        **kwargs,
     ):
         kwargs.setdefault("freeze_augmented", False)
         super().__init__(**kwargs)
@@ -990,9 +1004,16 @@ class ScheduleOrDrift(FreezePolicy):
                     f"Received: {value!r}."
                 )
         check_number("pretrained_drift", pretrained_drift, 0.0, 1.0)
+        check_number(
+            "pretrained_relative_drift",
+            pretrained_relative_drift,
+            0.0,
+            math.inf,
+        )
         self.scores = scores
         self.drift = drift
         self.pretrained_drift = pretrained_drift
+        self.pretrained_relative_drift = pretrained_relative_drift
         self.choice = None
 
     @property
@@ -1018,29 +1039,40 @@ class ScheduleOrDrift(FreezePolicy):
                 "no drift is measured (`probe_size=0`, or data the probe "
                 "cannot read)"
             )
-        if not observation.scheduled:
-            return "drift", (
-                "the learning rate has no schedule, so the learning still "
-                "to come is unknown (a constant rate, which callbacks such "
-                "as ReduceLROnPlateau may change)"
-            )
         drift = np.asarray(observation.drift, dtype=np.float64)
         change = np.asarray(observation.change, dtype=np.float64)
         with np.errstate(invalid="ignore"):
             measured = drift[np.isfinite(drift) & (change > 0)]
         first = measured[: max(1, len(measured) // 2)]
         mean = float(np.mean(first)) if first.size else math.nan
-        if mean <= self.pretrained_drift:
-            return "drift", (
-                f"the stem starts pre-trained: the first half of the units "
-                f"drifted {mean:.3f} on average over the first evaluation "
-                f"(at most pretrained_drift={self.pretrained_drift})"
-            )
-        return "scores", (
-            "the learning rate follows a schedule and the stem trains from "
-            f"scratch (first-evaluation drift {mean:.3f} > "
-            f"pretrained_drift={self.pretrained_drift})"
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relative = mean / float(drift[-1])
+        figures = (
+            f"the first half of the units drifted {mean:.3f} on average "
+            f"over the first evaluation, {relative:.3f} times the output "
+            "unit's"
         )
+        if (
+            mean <= self.pretrained_drift
+            and relative <= self.pretrained_relative_drift
+        ):
+            return "drift", (
+                f"the stem starts pre-trained: {figures} (at most "
+                f"pretrained_drift={self.pretrained_drift} and "
+                f"pretrained_relative_drift={self.pretrained_relative_drift})"
+            )
+        why = (
+            f"the stem trains from scratch: {figures} (pre-trained: at most "
+            f"pretrained_drift={self.pretrained_drift} and "
+            f"pretrained_relative_drift={self.pretrained_relative_drift})"
+        )
+        if not observation.scheduled:
+            why += (
+                "; the learning rate has no schedule, so the scores count "
+                "it as constant to the last of fit's epochs (under "
+                "EarlyStopping the run may end before anything freezes)"
+            )
+        return "scores", why
 
     def propose(self, observation):
         if self.choice is None:
@@ -1061,6 +1093,7 @@ class ScheduleOrDrift(FreezePolicy):
             "scores": serialize(self.scores),
             "drift": serialize(self.drift),
             "pretrained_drift": self.pretrained_drift,
+            "pretrained_relative_drift": self.pretrained_relative_drift,
             **super().get_config(),
         }
 

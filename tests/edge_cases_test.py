@@ -693,18 +693,21 @@ class OtherCallbacksTest(tf.test.TestCase):
             [
                 line
                 for line in result.stdout.splitlines()
-                if line.startswith("LearnDrop")
+                if line.startswith("LearnDrop epoch")
             ],
             [
-                "LearnDrop: ScheduleOrDrift decides with FeatureDrift: the "
-                "learning rate has no schedule, so the learning still to "
-                "come is unknown (a constant rate, which callbacks such as "
-                "ReduceLROnPlateau may change).",
                 "LearnDrop epoch 1: full, 0/2 units frozen, cache 0.0 MiB, "
                 "0.0 % of forward FLOPs saved so far",
                 "LearnDrop epoch 2: full, 0/2 units frozen, cache 0.0 MiB, "
                 "0.0 % of forward FLOPs saved so far",
             ],
+        )
+        # The default says which signal decides, on the line before.
+        self.assertRegex(
+            result.stdout,
+            "LearnDrop: ScheduleOrDrift decides with LearnDropScores: the "
+            "stem trains from scratch: .* no schedule.*\n"
+            "LearnDrop epoch 1",
         )
 
 

@@ -539,7 +539,9 @@ class FeatureDriftTest(tf.test.TestCase, parameterized.TestCase):
             [0.5 if e < 2 else 0.005, 0.5 if e < 5 else 0.01, 0.3, 0.6]
             for e in range(9)
         ]
-        stems = _run(policy.FeatureDrift(patience=2), _drifting(drifts))
+        stems = _run(
+            policy.FeatureDrift(threshold=0.01, patience=2), _drifting(drifts)
+        )
         self.assertEqual(stems, [0, 0, 0, 1, 1, 1, 2, 2, 2])
 
     def test_weights_slowing_with_the_learning_rate_freeze_nothing(self):
@@ -555,7 +557,7 @@ class FeatureDriftTest(tf.test.TestCase, parameterized.TestCase):
     def test_a_jump_breaks_the_streak(self):
         calm, jump = [0.01, 0.5, 0.5], [0.3, 0.5, 0.5]
         stems = _run(
-            policy.FeatureDrift(patience=2, warmup=0),
+            policy.FeatureDrift(threshold=0.01, patience=2, warmup=0),
             _drifting([calm, jump, calm, calm]),
             num_units=3,
         )
@@ -602,13 +604,15 @@ class FeatureDriftTest(tf.test.TestCase, parameterized.TestCase):
 def _first_drift_then_settling(first, scheduled, epochs=EPOCHS):
     """Unit 0's features settle from evaluation 2, its weights keep moving.
 
-    The first evaluation's drift is `first` for every unit; the weights
-    move with the cosine learning rate throughout, as in
-    `_schedule_decay_only` (so the scores never settle before its end).
+    The first evaluation's drift is `first` for every unit but the output
+    unit (0.6); the weights move with the cosine learning rate throughout,
+    as in `_schedule_decay_only` (so the scores never settle before its
+    end).
     """
     observations = []
     for e, observation in enumerate(_schedule_decay_only(epochs)):
         drift = np.full(4, first if e == 0 else 0.3)
+        drift[-1] = 0.6
         if e >= 2:
             drift[0] = 0.002
         observations.append(
@@ -619,9 +623,10 @@ def _first_drift_then_settling(first, scheduled, epochs=EPOCHS):
 
 class ScheduleOrDriftTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
-        ("no_schedule", 0.5, False, "drift", "has no schedule"),
-        ("pretrained", 0.01, True, "drift", "starts pre-trained"),
         ("scratch", 0.5, True, "scores", "trains from scratch"),
+        ("scratch_no_schedule", 0.5, False, "scores", "has no schedule"),
+        ("pretrained", 0.01, True, "drift", "starts pre-trained"),
+        ("pretrained_no_schedule", 0.01, False, "drift", "starts pre-"),
     )
     def test_it_reads_the_schedule_only_where_it_can(
         self, first, scheduled, choice, why
@@ -669,18 +674,34 @@ class ScheduleOrDriftTest(tf.test.TestCase, parameterized.TestCase):
 
         self.assertEqual(strict.choose(observation)[0], "scores")
         self.assertEqual(loose.choose(observation)[0], "drift")
-        self.assertIn("0.030", loose.choose(observation)[1])
+        self.assertIn("drifted 0.030 on average", loose.choose(observation)[1])
+        self.assertIn("0.033 times the output", loose.choose(observation)[1])
+
+    def test_a_network_that_hardly_moves_anywhere_is_not_pre_trained(self):
+        # A deep residual network at its initialisation: every unit drifts
+        # little in the first epoch, the output unit too.
+        observation = dataclasses.replace(
+            _observe(0, np.full(4, 0.1)),
+            drift=np.array([0.04, 0.06, 0.08, 0.15]),
+            scheduled=True,
+        )
+        choice, why = policy.ScheduleOrDrift().choose(observation)
+        self.assertEqual(choice, "scores")
+        self.assertIn("0.333 times the output unit's", why)
+        lenient = policy.ScheduleOrDrift(pretrained_relative_drift=0.5)
+        self.assertEqual(lenient.choose(observation)[0], "drift")
 
     def test_the_choice_holds_for_the_fit_and_resets_with_it(self):
         chosen = policy.ScheduleOrDrift()
-        observations = _first_drift_then_settling(0.5, scheduled=True)
-        observations[3] = dataclasses.replace(observations[3], scheduled=False)
-        _run(chosen, observations)
+        scratch = _first_drift_then_settling(0.5, scheduled=True)
+        pretrained = _first_drift_then_settling(0.01, scheduled=True)
+        _run(chosen, scratch[:1] + pretrained[:1] + scratch[1:])
         self.assertEqual(chosen.choice, "scores")
+        self.assertLen(chosen.notes, 1)
 
         chosen.reset()
         self.assertIsNone(chosen.choice)
-        chosen.update(dataclasses.replace(observations[0], scheduled=False))
+        chosen.update(pretrained[0])
         self.assertEqual(chosen.choice, "drift")
 
     def test_augmentation_holds_whatever_decides(self):
@@ -696,9 +717,9 @@ class ScheduleOrDriftTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(_run(eager, observations)[-1], 1)
 
     def test_its_own_safeguards_bound_the_chosen_policy(self):
-        drifts = [[0.5] * 4] + [[0.001] * 4] * 5
+        drifts = [[0.01, 0.01, 0.01, 0.5]] + [[0.001] * 4] * 5
         observations = [
-            dataclasses.replace(o, scheduled=False) for o in _drifting(drifts)
+            dataclasses.replace(o, scheduled=True) for o in _drifting(drifts)
         ]
         stems = _run(policy.ScheduleOrDrift(max_new_units=1), observations)
         self.assertEqual(stems, [0, 0, 1, 2, 3, 3])
@@ -710,6 +731,8 @@ class ScheduleOrDriftTest(tf.test.TestCase, parameterized.TestCase):
          "`drift` must be a FreezePolicy such as FeatureDrift().*0.01"),
         ("pretrained", dict(pretrained_drift=1.5), ValueError,
          r"\[0.0, 1.0\]. Received: pretrained_drift=1.5"),
+        ("relative", dict(pretrained_relative_drift=-0.1), ValueError,
+         r"\[0.0, inf\]. Received: pretrained_relative_drift=-0.1"),
     )  # fmt: skip
     def test_bad_argument_is_refused(self, kwargs, error, message):
         with self.assertRaisesRegex(error, message):
