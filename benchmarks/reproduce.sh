@@ -7,7 +7,8 @@
 # v04-vgg11-augment v04-vgg11 v05-seeds v04-report augment-pipeline
 # transfer-learning v06-observe v06-observe-report v06-resnet20
 # v06-finetune v06-vgg11 v06-open v06-report v07-finetune v07-finetune-b
-# v07-open v07-dropout v07-resnet50 v07-report growth resnet20 vgg11
+# v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
+# v07-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
 # is LearnDrop's default of the version that runs it: `ScheduleOrDrift()`
@@ -190,9 +191,26 @@ run() {
     v07-finetune) pretrain
       frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
              --epochs=15 --learning_rate=0.01 --regime=finetune \
-             --setting=default --setting=drift:threshold=0.005 \
+             --setting=drift:threshold=0.01 --setting=drift:threshold=0.005 \
              --seeds="${SEEDS:-0,1,2,3}" \
              --results="$V07/frontier_finetune.jsonl" ;;
+    # ScheduleOrDrift and the default on the held-out validation images
+    # (two processes each, seeds 0-1 on core 0 and 2-3 on core 1, CORE=1).
+    # --max_train applies before the class filter: 4000 gives 2,016
+    # training images of classes 5-9, 8000 gives 4,044.
+    v07-finetune-holdout) pretrain
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 --regime=finetune-holdout \
+             --holdout --max_train=4000 --max_val=2000 \
+             --setting=schedule_or_drift --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V07/holdout_finetune.jsonl"
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 --regime=finetune-holdout-4k \
+             --holdout --max_train=8000 --max_val=4000 \
+             --setting=schedule_or_drift \
+             --setting=scores:last_unit_threshold=0.02,freeze_augmented=False \
+             --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V07/holdout_finetune_4k.jsonl" ;;
     v07-finetune-b) pretrain
       frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
              --epochs=15 --learning_rate=0.01 --regime=finetune-b \
@@ -203,15 +221,23 @@ run() {
     v07-open) frontier --model=resnet20 --epochs=60 --regime=open-ended \
              --optimizer=adam --learning_rate=0.001 --weight_decay=0 \
              --batch_size=32 --lr_schedule=constant --reduce_lr_patience=2 \
-             --early_stopping_patience=6 --setting=default \
+             --early_stopping_patience=6 --setting=drift:threshold=0.01 \
              --seeds="${SEEDS:-0,1,2,3}" \
              --results="$V07/frontier_open.jsonl" ;;
+    v07-open-b) frontier --model=resnet20 --epochs=60 --regime=open-ended-b \
+             --optimizer=adam --learning_rate=0.001 --weight_decay=0 \
+             --batch_size=32 --lr_schedule=constant --reduce_lr_patience=2 \
+             --early_stopping_patience=6 --setting=drift:threshold=0.005 \
+             --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V07/frontier_open_b.jsonl" ;;
     v07-dropout) frontier --model=resnet20 --epochs=30 --dropout=0.1 \
              --regime=resnet20-dropout --setting=default \
              --seeds="${SEEDS:-0,1}" \
              --results="$V07/frontier_resnet20_dropout.jsonl" ;;
     # keras.applications.ResNet50(weights=None) at 32x32 (2,000 training
     # images, batch 32: BatchNorm's moving statistics lag at fewer steps).
+    # frontier_resnet50_absolute_rule.jsonl ran the same command at commit
+    # 521cc29, whose default read ResNet50's stem as pre-trained.
     v07-resnet50) frontier --model=resnet50 --width=1.0 --tune_train=2000 \
              --tune_val=1000 --batch_size=32 --optimizer=adam \
              --learning_rate=0.001 --weight_decay=0 --epochs=12 \

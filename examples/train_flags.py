@@ -261,9 +261,10 @@ def define_flags(learn_drop_switch=True, output_dir="outputs/train"):
     define(
         flags.DEFINE_enum,
         "policy",
-        "LearnDrop: when to freeze. default: ScheduleOrDrift() (LearnDrop's "
-        "default); scores: LearnDropScores (one threshold for every unit); "
-        "aggressive: LearnDropScores.aggressive(); drift: FeatureDrift; "
+        "LearnDrop: when to freeze. default: LearnDropScores.default() "
+        "(LearnDrop's default); scores: LearnDropScores (one threshold for "
+        "every unit); aggressive: LearnDropScores.aggressive(); drift: "
+        "FeatureDrift; schedule_or_drift: ScheduleOrDrift; "
         "consistency: "
         "DirectionConsistency; autofreeze: AutoFreezeRule; freezeout: "
         "FreezeOut; fixed: FixedSchedule of --schedule.",
@@ -406,11 +407,12 @@ def config_from_flags(**overrides):
 
 # The runners' names of the built-in policies.
 POLICIES = {
-    "default": keras_learndrop.ScheduleOrDrift,
+    "default": keras_learndrop.LearnDropScores.default,
     "scores": keras_learndrop.LearnDropScores,
     "aggressive": keras_learndrop.LearnDropScores.aggressive,
     "consistency": keras_learndrop.DirectionConsistency,
     "drift": keras_learndrop.FeatureDrift,
+    "schedule_or_drift": keras_learndrop.ScheduleOrDrift,
     "autofreeze": keras_learndrop.AutoFreezeRule,
     "freezeout": keras_learndrop.FreezeOut,
     "fixed": keras_learndrop.FixedSchedule,

@@ -40,10 +40,9 @@ class LearnDrop(keras.callbacks.Callback):
     far the weights of each unit of the model (a stretch between two cuts
     of its graph, see `UnitChain`) moved and how far its features on a
     probe set drifted, and its `policy` decides how many leading units to
-    freeze (`policy.FreezePolicy`; the default, `ScheduleOrDrift()`,
-    freezes a unit once a small share of its learning is still to come by
-    the learning-rate schedule, or, where the run has no schedule or the
-    stem starts pre-trained, once its features stop drifting). The
+    freeze (`policy.FreezePolicy`; the default, `LearnDropScores.default()`,
+    freezes a unit once a small share of its learning is still to come,
+    a smaller share the deeper the unit). The
     frozen units form a prefix, the stem, which only grows.
 
     Frozen layers become non-trainable and training goes on in the same
@@ -76,10 +75,10 @@ class LearnDrop(keras.callbacks.Callback):
     `ld_flops_saved` (`report.PROGRESS_KEYS`).
 
     Args:
-        policy: A `FreezePolicy` (`ScheduleOrDrift`, `LearnDropScores`,
-            `FeatureDrift`, `DirectionConsistency`, `AutoFreezeRule`,
+        policy: A `FreezePolicy` (`LearnDropScores`, `FeatureDrift`,
+            `ScheduleOrDrift`, `DirectionConsistency`, `AutoFreezeRule`,
             `FreezeOut`, `FixedSchedule` or your own), or `None` for
-            `ScheduleOrDrift()`. The policy keeps state: give each
+            `LearnDropScores.default()`. The policy keeps state: give each
             `LearnDrop` its own.
         eval_every: Integer >= 1. Epochs between evaluations. Defaults to
             `1`.
@@ -165,8 +164,8 @@ class LearnDrop(keras.callbacks.Callback):
             `keras_learndrop.drift`): drawn once per `fit` from the
             validation data when `fit` validates, else from the training
             data, and run in inference mode. `0` measures no drift (then
-            `FeatureDrift` cannot be used, and the default policy decides
-            on the schedule). Defaults to `256`.
+            `FeatureDrift` cannot be used, and `ScheduleOrDrift` decides on
+            the schedule). Defaults to `256`.
 
     Raises:
         ValueError: for an argument out of range.
@@ -380,7 +379,7 @@ class LearnDrop(keras.callbacks.Callback):
                 "default's setting: every freeze measured under random "
                 "augmentation cost accuracy). To trade accuracy for speed, "
                 "pass a policy with `freeze_augmented=True`, e.g. "
-                "`ScheduleOrDrift(freeze_augmented=True)`",
+                "`LearnDropScores.default(freeze_augmented=True)`",
             )
         else:
             note = (note,) if note else ()

@@ -267,11 +267,11 @@ class ObservationTest(parameterized.TestCase, tf.test.TestCase):
             self.assertIs(recorder.seen, expected)
 
     @parameterized.named_parameters(
-        ("constant_rate", None, False, "FeatureDrift: the learning rate has"),
-        ("schedule_from_scratch", 0.5, False, "LearnDropScores: the"),
+        ("constant_rate", None, False, "LearnDropScores: the stem trains"),
+        ("schedule_from_scratch", 0.5, False, "LearnDropScores: the stem"),
         ("schedule_pretrained", 0.05, True, "FeatureDrift: the stem starts"),
     )
-    def test_the_default_says_what_decides_and_why(
+    def test_schedule_or_drift_says_what_decides_and_why(
         self, peak, pretrain, expected
     ):
         model = tiny_models.compile_model(tiny_models.conv_net())
@@ -282,7 +282,7 @@ class ObservationTest(parameterized.TestCase, tf.test.TestCase):
             model.fit(self.x, self.y, epochs=5, batch_size=8, verbose=0)
             y = (self.y + 1) % 3
         optimizer = (
-            keras.optimizers.SGD(0.05)
+            keras.optimizers.SGD(0.5)
             if peak is None
             else keras.optimizers.SGD(
                 keras.optimizers.schedules.CosineDecay(peak, 12)
@@ -291,7 +291,9 @@ class ObservationTest(parameterized.TestCase, tf.test.TestCase):
         model.compile(
             optimizer=optimizer, loss="sparse_categorical_crossentropy"
         )
-        callback = keras_learndrop.LearnDrop(verbose=1)
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.ScheduleOrDrift(), verbose=1
+        )
 
         out = io.StringIO()
         with contextlib.redirect_stdout(out):

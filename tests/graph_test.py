@@ -494,6 +494,33 @@ class ForwardTest(tf.test.TestCase, parameterized.TestCase):
                 msg=f"split at unit {k}",
             )
 
+    def test_a_base_called_with_training_false_runs_as_keras_runs_it(self):
+        # keras.io's transfer learning calls the base with `training=False`.
+        # Keras 3.15 lets the outer model's `training` override it (the
+        # base's BatchNorm then trains); later Keras versions may keep the
+        # recorded `False`. LearnDrop's forward must do what Keras does.
+        def build():
+            keras.utils.set_random_seed(0)
+            inner = keras.Input((4,))
+            x = keras.layers.Dense(4, name="base_dense")(inner)
+            x = keras.layers.BatchNormalization(name="base_bn")(x)
+            base = keras.Model(inner, x, name="base")
+            outer = keras.Input((4,))
+            y = base(outer, training=False)
+            y = keras.layers.Dense(2, name="head")(y)
+            return keras.Model(outer, y)
+
+        x = np.random.default_rng(0).normal(5.0, 1.0, (8, 4)).astype("float32")
+        by_keras, by_chain = build(), build()
+        expected = by_keras(x, training=True)
+        chain = graph.UnitChain(by_chain)
+        got = chain.forward(x, 0, len(chain), training=True)
+
+        self.assertAllClose(got, expected, rtol=1e-5, atol=1e-5)
+        keras_bn = by_keras.get_layer("base").get_layer("base_bn")
+        chain_bn = by_chain.get_layer("base").get_layer("base_bn")
+        self.assertAllClose(chain_bn.moving_mean, keras_bn.moving_mean)
+
     def test_empty_stretch_returns_its_input(self):
         chain = graph.UnitChain(_sequential_cnn())
         x = tf.random.normal((2, 4, 4, 4))

@@ -507,18 +507,25 @@ class ConfigAndStateTest(tf.test.TestCase, parameterized.TestCase):
         ):
             self.assertIs(getattr(keras_learndrop, name), getattr(policy, name))
         default = keras_learndrop.LearnDrop().policy
-        self.assertIsInstance(default, policy.ScheduleOrDrift)
-        self.assertFalse(default.freeze_augmented)
-        self.assertEqual(default.pretrained_drift, 0.07)
+        self.assertIsInstance(default, policy.LearnDropScores)
         self.assertEqual(
-            default.scores.get_config(),
+            default.get_config(),
+            policy.LearnDropScores(
+                last_unit_threshold=0.02, freeze_augmented=False
+            ).get_config(),
+        )
+        offered = policy.ScheduleOrDrift()
+        self.assertFalse(offered.freeze_augmented)
+        self.assertEqual(
+            offered.scores.get_config(),
             policy.LearnDropScores(
                 last_unit_threshold=0.02, freeze_augmented=True
             ).get_config(),
         )
         self.assertEqual(
-            default.drift.get_config(), policy.FeatureDrift().get_config()
+            offered.drift.get_config(), policy.FeatureDrift().get_config()
         )
+        self.assertEqual(offered.drift.threshold, 0.005)
 
 
 def _drifting(drifts, epochs=None):

@@ -305,10 +305,13 @@ class ParseScheduleTest(parameterized.TestCase):
 
 class PolicyFlagsTest(parameterized.TestCase):
     @parameterized.named_parameters(
-        ("default", "default", "", "ScheduleOrDrift",
-         {"pretrained_drift": 0.07, "freeze_augmented": False}),
-        ("default_changed", "default", "pretrained_drift=0.1",
-         "ScheduleOrDrift", {"pretrained_drift": 0.1}),
+        ("default", "default", "", "LearnDropScores",
+         {"threshold": 0.25, "last_unit_threshold": 0.02}),
+        ("default_changed", "default", "patience=3", "LearnDropScores",
+         {"patience": 3, "last_unit_threshold": 0.02}),
+        ("schedule_or_drift", "schedule_or_drift", "pretrained_drift=0.1",
+         "ScheduleOrDrift", {"pretrained_drift": 0.1,
+                             "freeze_augmented": False}),
         ("drift", "drift", "threshold=0.02", "FeatureDrift",
          {"threshold": 0.02}),
         ("scores", "scores", "", "LearnDropScores",
