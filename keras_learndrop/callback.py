@@ -384,9 +384,13 @@ class LearnDrop(keras.callbacks.Callback):
         else:
             note = (note,) if note else ()
         for line in note:
-            self.history.note(line)
-            if self.verbose:
-                report.print_line(f"LearnDrop: {line}.")
+            self._say(line)
+
+    def _say(self, line):
+        """Notes `line` in the history, and prints it when verbose."""
+        self.history.note(line)
+        if self.verbose:
+            report.print_line(f"LearnDrop: {line}.")
 
     # ---- each epoch: its mode, then its record -------------------------
 
@@ -491,9 +495,7 @@ class LearnDrop(keras.callbacks.Callback):
         )
         new_stem = self._policy.update(observation)
         for line in self._policy.notes:
-            self.history.note(line)
-            if self.verbose:
-                report.print_line(f"LearnDrop: {line}.")
+            self._say(line)
         self._policy.notes.clear()
         self._observer.record(observation, stem, new_stem, logs)
         if new_stem > stem:
