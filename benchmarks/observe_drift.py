@@ -8,6 +8,10 @@ probe inputs what the choice of features and of signal changes:
 
 * `drift_flat`: the drift of the whole feature map, not pooled;
 * `drift_global`: of the features averaged over all positions;
+* `own_drift`: a unit's own change, `1 - CKA` of its output on its
+  current input with its current weights against its weights of the last
+  epoch. The drift of the unit's output includes the change of its input;
+  this one does not, so it does not fall when the units before it freeze;
 * `plasticity`: Egeria's signal (Wang et al., EuroSys 2023), the relative
   squared distance `||f_u(x; w_e) - f_u(x; w_{e-lag})||^2 /
   ||f_u(x; w_{e-lag})||^2` of a unit's output to that of a copy of the
@@ -86,6 +90,9 @@ class DriftObserver(keras.callbacks.Callback):
             tracker.measure()
         self._copy = keras.models.clone_model(self.model)
         self._copy_chain = graph.UnitChain(self._copy)
+        self._last = keras.models.clone_model(self.model)
+        self._last.set_weights(self.model.get_weights())
+        self._last_chain = graph.UnitChain(self._last)
         self._weights = collections.deque([self.model.get_weights()])
 
     def on_epoch_end(self, epoch, logs=None):
@@ -95,6 +102,8 @@ class DriftObserver(keras.callbacks.Callback):
             "drift_global": _floats(self._global.measure()),
         }
         self._pooled.measure()
+        record["own_drift"] = _floats(self._own_drift())
+        self._last.set_weights(self.model.get_weights())
         self._grams.append(self._pooled.grams)
         self._weights.append(self.model.get_weights())
         if len(self._weights) > self.lag + 1:
@@ -110,6 +119,22 @@ class DriftObserver(keras.callbacks.Callback):
             record["cka_to_final"] = _floats(
                 drift.cka(g, f) for g, f in zip(grams, final)
             )
+
+    def _own_drift(self):
+        x = tf.cast(tf.constant(self.probe), self._chain.input.dtype)
+        values = []
+        for unit in range(len(self._chain)):
+            now = self._chain.forward(x, unit, unit + 1, training=False)
+            last = self._last_chain.forward(x, unit, unit + 1, training=False)
+            values.append(
+                1.0
+                - drift.cka(
+                    drift.gram(drift.pooled_features(now).numpy()),
+                    drift.gram(drift.pooled_features(last).numpy()),
+                )
+            )
+            x = now
+        return values
 
     def _plasticity(self):
         x = tf.cast(tf.constant(self.probe), self._chain.input.dtype)

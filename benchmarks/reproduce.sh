@@ -8,12 +8,15 @@
 # transfer-learning v06-observe v06-observe-report v06-resnet20
 # v06-finetune v06-vgg11 v06-open v06-report v07-finetune v07-finetune-b
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
-# v07-report growth resnet20 vgg11
+# v07-report v08-own-drift v08-probe-size v08-holdout-resnet20 v08-finetune
+# v08-holdout-dropout v08-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
-# is LearnDrop's default of the version that runs it: `ScheduleOrDrift()`
-# since 0.7, `LearnDropScores.default()` before (rerun that one with
-# `--setting=scores:last_unit_threshold=0.02,freeze_augmented=False`).
+# is LearnDrop's default of the version that runs it:
+# `LearnDropScores.default()` (also
+# `--setting=scores:last_unit_threshold=0.02,freeze_augmented=False`),
+# except in v07-dropout and v07-resnet50, run while the default was
+# `ScheduleOrDrift()` (their notes say that it chose the scores).
 source "$(dirname "$0")/../scripts/env.sh"
 CIFAR=(--dataset=shared:cifar10 --image_size=32 --max_train=10000
        --batch_size=128)
@@ -48,6 +51,11 @@ frontier() {
   taskset -c "${CORE:-0}" python -m benchmarks.frontier "${FRONTIER[@]}" "$@"
 }
 V07="$RESULTS/0.7"
+V08="$RESULTS/0.8"
+probe_size() {
+  taskset -c "${CORE:-0}" python -m benchmarks.probe_size "${FRONTIER[@]}" \
+    --seeds=0 --results="$V08/probe_size.jsonl" "$@"
+}
 # Version 0.6: each unit's drift on the probe set (benchmarks/observe_drift.py).
 V06="$RESULTS/0.6"
 DRIFT=(--setting=drift:threshold=0.02 --setting=drift:threshold=0.05
@@ -246,6 +254,36 @@ run() {
     v07-report) python -m benchmarks.frontier --report \
              --results="$(ls "$V07"/*.jsonl | paste -sd,)" \
              --plot="$V07/frontier.png" ;;
+    # Version 0.8: the probe's size against a 512-input probe, and runs
+    # with probe_size='auto' (the default since 0.8), on held-out images.
+    # A unit's own drift beside its drift, ResNet-20 from scratch.
+    v08-own-drift) taskset -c "${CORE:-0}" python -m benchmarks.observe_drift \
+             "${FRONTIER[@]}" --seeds=0 --model=resnet20 --epochs=30 \
+             --regime=resnet20 --results="$V08/observe_own_drift.jsonl" ;;
+    v08-probe-size)
+      probe_size --model=resnet20 --epochs=12 --regime=resnet20
+      pretrain
+      probe_size --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=8 --learning_rate=0.01 --regime=finetune ;;
+    v08-holdout-resnet20) frontier --model=resnet20 --epochs=30 \
+             --regime=resnet20-holdout --holdout --max_train=4000 \
+             --max_val=2000 --setting=default --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V08/holdout_resnet20.jsonl" ;;
+    v08-finetune) pretrain
+      frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
+             --epochs=15 --learning_rate=0.01 --regime=finetune \
+             --setting=default --setting=schedule_or_drift \
+             --seeds="${SEEDS:-0,1}" --results="$V08/frontier_finetune.jsonl" ;;
+    v08-holdout-dropout) frontier --model=resnet20 --epochs=30 \
+             --dropout=0.1 --regime=resnet20-dropout-holdout --holdout \
+             --max_train=4000 --max_val=2000 --setting=default \
+             --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V08/holdout_resnet20_dropout.jsonl" ;;
+    v08-report) python -m benchmarks.frontier --report \
+             --results="$(ls "$V08"/*.jsonl | grep -v probe_size | paste -sd,)" \
+             --plot="$V08/frontier.png"
+      python -m benchmarks.probe_size --report \
+             --results="$V08/probe_size.jsonl" ;;
     # Augmentation mapped onto the tf.data pipeline and not declared:
     # before detection (augmented_inputs=False: a freeze replays one
     # augmented view), detected (the default), declared. One seed.

@@ -41,9 +41,18 @@ import numpy as np
 from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 
-# Probe inputs per `fit`: enough for a CKA estimate whose noise stays well
-# below the drifts that separate the units in the runs of docs/results.md.
+# Probe inputs per `fit`: drawn at most (and with `probe_size="auto"`,
+# kept for a training set of 8,192 samples or more). On 256 inputs a drift
+# is within about 5 % of the one on 512 (median; 13 % at the 90th
+# percentile), on 128 within 9 % (22 %), on 64 within 14 % (33 %):
+# `benchmarks/probe_size.py`, docs/results.md.
 DEFAULT_PROBE_SIZE = 256
+# `probe_size="auto"` keeps one probe input per this many training samples
+# of an epoch, within [MIN_AUTO_PROBE_SIZE, DEFAULT_PROBE_SIZE]: an
+# evaluation then costs about 1 % of a replay epoch (one inference pass of
+# the head over the probe against a training pass over the epoch).
+SAMPLES_PER_PROBE_INPUT = 32
+MIN_AUTO_PROBE_SIZE = 64
 # Feature maps are average-pooled to at most this many positions per side
 # before the Gram matrix (see `pooled_features`).
 DEFAULT_GRID = 4
@@ -196,6 +205,29 @@ def relative_drift(drift):
     return drift / last
 
 
+def auto_probe_size(train_samples):
+    """Returns the probe size `probe_size="auto"` keeps for a training set.
+
+    One input per `SAMPLES_PER_PROBE_INPUT` training samples of an epoch,
+    at least `MIN_AUTO_PROBE_SIZE` and at most `DEFAULT_PROBE_SIZE`.
+
+    Args:
+        train_samples: Integer >= 0, the samples of one training epoch.
+
+    Example:
+
+    >>> [auto_probe_size(n) for n in (500, 4000, 50000)]
+    [64, 125, 256]
+    """
+    return int(
+        np.clip(
+            train_samples // SAMPLES_PER_PROBE_INPUT,
+            MIN_AUTO_PROBE_SIZE,
+            DEFAULT_PROBE_SIZE,
+        )
+    )
+
+
 def pooled_features(x, grid=DEFAULT_GRID):
     """Flattens a unit's output per input, pooling its positions first.
 
@@ -346,6 +378,31 @@ class DriftTracker:
         ]
         self.cut = cut
         self._head_grams = None
+
+    def keep_first(self, size):
+        """Keeps only the first `size` probe inputs (a smaller probe set).
+
+        The kept Gram matrices are the blocks of the first `size` inputs,
+        so the next `measure` compares what it would have compared with a
+        probe of `size` inputs from the start. Does nothing when the probe
+        set has `size` inputs or fewer.
+
+        Raises:
+            ValueError: if `size` is below 4.
+        """
+        if size < 4:
+            raise ValueError(
+                f"The probe set needs at least 4 inputs. Received: {size}."
+            )
+        if size >= len(self.probe):
+            return
+        self.probe = self.probe[:size]
+        features = tf.concat(self._features, axis=0)[:size]
+        self._features = tf.split(features, _chunk_sizes(size))
+        self.grams = [
+            None if g is None else g[:size, :size] for g in self.grams
+        ]
+        self._terms = [None] * len(self.grams)
 
     def current_grams(self):
         """Returns the Gram matrix of each unit from the cut on, now.

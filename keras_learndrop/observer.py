@@ -52,6 +52,7 @@ class UnitObserver:
         self.scoring_seconds = 0.0
         self.drift_seconds = 0.0
         self._sample_every = 0
+        self._probe_fitted = False
 
     def _start_drift(self, model, probe_size, seed):
         """Draws this fit's probe set; returns its `DriftTracker` or None.
@@ -110,6 +111,27 @@ class UnitObserver:
             self.tracker.sample()
             self.rates.sample()
             self.scoring_seconds += time.perf_counter() - start
+
+    def fit_probe(self, train_samples):
+        """Keeps `drift.auto_probe_size(train_samples)` probe inputs.
+
+        Called at the end of each epoch of a `fit` with `probe_size="auto"`;
+        only the first call with samples counts (a resumed `fit` restores
+        the probe set it had, which this then leaves as it is).
+        """
+        if self._probe_fitted or self.drift is None or not train_samples:
+            return
+        self._probe_fitted = True
+        drawn = len(self.drift.probe)
+        size = drift.auto_probe_size(train_samples)
+        if size >= drawn:
+            return
+        self.drift.keep_first(size)
+        self.history.note(
+            f"probe set: {size} of the {drawn} inputs drawn, one per "
+            f"{drift.SAMPLES_PER_PROBE_INPUT} of the {train_samples} "
+            "training samples of an epoch (probe_size='auto')"
+        )
 
     def set_cut(self, stem):
         """The stem is now `stem` units: its probe features are kept."""

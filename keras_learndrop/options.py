@@ -6,7 +6,6 @@ received, in Keras's wording (see `checks`).
 
 import os
 
-from keras_learndrop import drift
 from keras_learndrop import policy as policy_lib
 from keras_learndrop import stem_cache
 from keras_learndrop.checks import check_bool
@@ -70,20 +69,8 @@ def check_arguments(
     if seed is not None:
         check_int("seed", seed, 0)
     check_int("verbose", verbose, 0)
-    check_int("probe_size", probe_size, 0)
-    if 0 < probe_size < 4:
-        raise ValueError(
-            "`probe_size` must be 0 (no drift measured) or at least 4 "
-            f"(the unbiased CKA needs 4 inputs). Received: "
-            f"probe_size={probe_size}."
-        )
-    if policy.uses_drift and not probe_size:
-        raise ValueError(
-            f"The policy {type(policy).__name__} decides on the units' "
-            "drift, which `probe_size=0` switches off. Pass "
-            f"`probe_size` >= 4 (the default is "
-            f"{drift.DEFAULT_PROBE_SIZE}) or another policy."
-        )
+    if probe_size != "auto":
+        _check_probe_size(probe_size, policy)
     if backup_dir is not None and not isinstance(
         backup_dir, (str, os.PathLike)
     ):
@@ -99,3 +86,24 @@ def check_arguments(
             f"backup_dir={backup_dir!r}."
         )
     return policy
+
+
+def _check_probe_size(probe_size, policy):
+    if isinstance(probe_size, str):
+        raise ValueError(
+            "`probe_size` must be 'auto', 0 (no drift measured) or an "
+            f"integer >= 4. Received: probe_size={probe_size!r}."
+        )
+    check_int("probe_size", probe_size, 0)
+    if 0 < probe_size < 4:
+        raise ValueError(
+            "`probe_size` must be 'auto', 0 (no drift measured) or at "
+            "least 4 (the unbiased CKA needs 4 inputs). Received: "
+            f"probe_size={probe_size}."
+        )
+    if policy.uses_drift and not probe_size:
+        raise ValueError(
+            f"The policy {type(policy).__name__} decides on the units' "
+            "drift, which `probe_size=0` switches off. Pass "
+            "`probe_size='auto'` (the default) or >= 4, or another policy."
+        )

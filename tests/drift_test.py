@@ -282,6 +282,42 @@ class DriftTrackerTest(parameterized.TestCase, tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, "at least 4 inputs"):
             drift.DriftTracker(chain, self.probe[:3])
 
+    def test_keeping_the_first_inputs_measures_as_that_probe_would(self):
+        # A probe cut to its first inputs after one evaluation measures
+        # what a probe of those inputs would have from the start.
+        model = tiny_models.conv_net()
+        chain = graph.UnitChain(model)
+        probe = np.random.default_rng(2).random((150, 8, 8, 1))
+        shrunk = drift.DriftTracker(chain, probe)
+        small = drift.DriftTracker(chain, probe[:70])
+        shrunk.set_cut(1), small.set_cut(1)
+        shrunk.measure(), small.measure()
+        shrunk.keep_first(70)
+        self.assertLen(shrunk.probe, 70)
+        for got, want in zip(shrunk.grams[1:], small.grams[1:]):
+            self.assertAllClose(got, want, rtol=1e-5)
+        dense = model.layers[-1]
+        dense.kernel.assign(dense.kernel * -1.0 + 0.1)
+        got, want = shrunk.measure(), small.measure()
+        self.assertGreater(got[-1], 1e-4)
+        self.assertAllClose(got, want, rtol=1e-3, atol=1e-9)
+        self.assertEqual(shrunk.get_state()[1].shape, (70, 70))
+        shrunk.keep_first(100)  # Never grows.
+        self.assertLen(shrunk.probe, 70)
+        with self.assertRaisesRegex(ValueError, "at least 4 inputs"):
+            shrunk.keep_first(3)
+
+    @parameterized.parameters(
+        (0, 64),
+        (2047, 64),
+        (4000, 125),
+        (8191, 255),
+        (8192, 256),
+        (10**6, 256),
+    )
+    def test_auto_probe_size_follows_the_training_set(self, samples, size):
+        self.assertEqual(drift.auto_probe_size(samples), size)
+
 
 class LearnDropDriftTest(parameterized.TestCase, tf.test.TestCase):
     def _fit(self, callback, validation=False, **kwargs):
@@ -391,7 +427,64 @@ class LearnDropDriftTest(parameterized.TestCase, tf.test.TestCase):
             any("no probe inputs" in str(w.message) for w in caught)
         )
 
+    def test_auto_keeps_a_probe_that_follows_the_training_set(self):
+        # 2,200 training samples: 256 inputs are drawn, 68 (2,200 / 32)
+        # kept after the first epoch, measured as a probe of those 68.
+        model = tiny_models.compile_model(tiny_models.conv_net())
+        x, y = tiny_models.data(2200)
+        sizes = []
+        original = drift.DriftTracker.measure
+
+        def spy(tracker):
+            sizes.append(len(tracker.probe))
+            return original(tracker)
+
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({})
+        )
+        with tf.compat.v1.test.mock.patch.object(
+            drift.DriftTracker, "measure", spy
+        ):
+            model.fit(
+                x,
+                y,
+                epochs=2,
+                batch_size=200,
+                callbacks=[callback],
+                verbose=0,
+            )
+        self.assertEqual(sizes, [256, 68, 68])
+        self.assertIn(
+            "probe set: 68 of the 256 inputs drawn, one per 32 of the 2200 "
+            "training samples of an epoch (probe_size='auto')",
+            callback.history.notes,
+        )
+        self.assertTrue(
+            np.isfinite(callback.history.evaluations[0].drift).all()
+        )
+
+    def test_a_probe_size_given_is_kept(self):
+        sizes = []
+        original = drift.DriftTracker.measure
+
+        def spy(tracker):
+            sizes.append(len(tracker.probe))
+            return original(tracker)
+
+        callback = keras_learndrop.LearnDrop(
+            policy=keras_learndrop.FixedSchedule({}), probe_size=40
+        )
+        with tf.compat.v1.test.mock.patch.object(
+            drift.DriftTracker, "measure", spy
+        ):
+            self._fit(callback)
+        self.assertEqual(sizes, [40] * 4)
+        self.assertFalse(
+            any(n.startswith("probe set") for n in callback.history.notes)
+        )
+
     @parameterized.named_parameters(
+        ("word", "all", ValueError, "'auto', 0 .* integer >= 4"),
         ("one", 1, ValueError, "0 .* or at least 4"),
         ("negative", -1, ValueError, ">= 0"),
         ("float", 8.0, TypeError, "integer"),
