@@ -42,6 +42,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     """The frontier's flags, and the sizes compared."""
     frontier.define_flags()
+    if "reference_size" in FLAGS:
+        return
     flags.DEFINE_integer(
         "reference_size", 512, "Probe inputs of the reference drift."
     )

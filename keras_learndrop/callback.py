@@ -446,6 +446,7 @@ class LearnDrop(keras.callbacks.Callback):
             self._evaluate(epoch, logs)
         record.scoring_seconds = self._observer.scoring_seconds
         record.drift_seconds = self._observer.drift_seconds
+        record.probe_size = self._observer.probe_size
         record.validation_mode = self._validation.mode
         record.forward_flops += self._extend_flops
         record.seconds = time.perf_counter() - self._epoch_start

@@ -122,16 +122,12 @@ class UnitObserver:
         if self._probe_fitted or self.drift is None or not train_samples:
             return
         self._probe_fitted = True
-        drawn = len(self.drift.probe)
-        size = drift.auto_probe_size(train_samples)
-        if size >= drawn:
-            return
-        self.drift.keep_first(size)
-        self.history.note(
-            f"probe set: {size} of the {drawn} inputs drawn, one per "
-            f"{drift.SAMPLES_PER_PROBE_INPUT} of the {train_samples} "
-            "training samples of an epoch (probe_size='auto')"
-        )
+        self.drift.keep_first(drift.auto_probe_size(train_samples))
+
+    @property
+    def probe_size(self):
+        """Inputs of the probe set now (0 without drift)."""
+        return 0 if self.drift is None else len(self.drift.probe)
 
     def set_cut(self, stem):
         """The stem is now `stem` units: its probe features are kept."""

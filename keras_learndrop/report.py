@@ -63,6 +63,8 @@ class EpochRecord:
     scoring_seconds: float = 0.0
     # Of `scoring_seconds`, spent on the probe set's drift (`drift`).
     drift_seconds: float = 0.0
+    # Inputs of the probe set the drift was measured on (0: none).
+    probe_size: int = 0
     # How `fit` validated after this epoch: "" (it did not), "full" (the
     # whole model), "fill" (the whole model, caching the stem's features)
     # or "replay" (the head alone on cached features).

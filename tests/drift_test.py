@@ -454,10 +454,16 @@ class LearnDropDriftTest(parameterized.TestCase, tf.test.TestCase):
                 verbose=0,
             )
         self.assertEqual(sizes, [256, 68, 68])
-        self.assertIn(
-            "probe set: 68 of the 256 inputs drawn, one per 32 of the 2200 "
-            "training samples of an epoch (probe_size='auto')",
-            callback.history.notes,
+        self.assertEqual(
+            [e.probe_size for e in callback.history.epochs], [68, 68]
+        )
+        self.assertEqual(
+            keras_learndrop.LearnDropHistory.from_dict(
+                callback.history.to_dict()
+            )
+            .epochs[1]
+            .probe_size,
+            68,
         )
         self.assertTrue(
             np.isfinite(callback.history.evaluations[0].drift).all()
@@ -479,8 +485,8 @@ class LearnDropDriftTest(parameterized.TestCase, tf.test.TestCase):
         ):
             self._fit(callback)
         self.assertEqual(sizes, [40] * 4)
-        self.assertFalse(
-            any(n.startswith("probe set") for n in callback.history.notes)
+        self.assertEqual(
+            [e.probe_size for e in callback.history.epochs], [40] * 3
         )
 
     @parameterized.named_parameters(
