@@ -273,6 +273,17 @@ def format_table(rows):
                 )
                 + f" | {relative:>7.2f} {settle!s:>8}"
             )
+        if "own_drift" in row["observed"][0]:
+            lines.append("own drift (1 - CKA, same input) x 1000")
+            for unit, name in enumerate(names):
+                values = [row["observed"][e]["own_drift"][unit] for e in shown]
+                lines.append(
+                    f"{name[:39]:<40}"
+                    + " ".join(
+                        "     -" if v is None else f"{1000 * v:>6.2f}"
+                        for v in values
+                    )
+                )
         lines.append("")
     return "\n".join(lines)
 

@@ -153,17 +153,20 @@ def measure(config, data, seeds, regime, results_path):
     return frontier.read_results([results_path])
 
 
-def errors(row, near):
-    """Per size: absolute errors where the reference drift is `<= near`."""
+def errors(row, near, relative=False):
+    """Per size: the errors where the reference drift is in `(0, near]`.
+
+    Absolute, or with `relative` divided by the reference drift.
+    """
     out = {}
     for record in row["records"]:
         reference = record["reference"]
         for size, per_unit in record["subsets"].items():
             for ref, values in zip(reference, per_unit):
-                if ref is None or ref > near:
+                if ref is None or not 0 < ref <= near:
                     continue
                 out.setdefault(int(size), []).extend(
-                    abs(v - ref) for v in values
+                    abs(v - ref) / (ref if relative else 1.0) for v in values
                 )
     return out
 
@@ -179,23 +182,26 @@ def format_table(rows, near=0.05):
             f"{n} probe inputs where the drift is <= {near}"
         )
         lines.append(
-            "| probe | median error | 90th pct | pairs | probe seconds "
-            "(median) |"
+            "| probe | median error | 90th pct | median relative error | "
+            "90th pct | pairs | probe seconds (median) |"
         )
-        lines.append("|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|")
         seconds = {}
         for size, value in row["probe_seconds"]:
             seconds.setdefault(size, []).append(value)
         found = errors(row, near)
+        relative = errors(row, near, relative=True)
         for size in sorted(found):
-            values = np.array(found[size])
+            values, ratios = np.array(found[size]), np.array(relative[size])
             lines.append(
                 f"| {size} | {np.median(values):.4f} | "
-                f"{np.percentile(values, 90):.4f} | {len(values)} | "
+                f"{np.percentile(values, 90):.4f} | "
+                f"{100 * np.median(ratios):.0f} % | "
+                f"{100 * np.percentile(ratios, 90):.0f} % | {len(values)} | "
                 f"{np.median(seconds.get(size, [np.nan])):.3f} |"
             )
         lines.append(
-            f"| {n} (reference) | - | - | - | "
+            f"| {n} (reference) | - | - | - | - | - | "
             f"{np.median(seconds.get(n, [np.nan])):.3f} |"
         )
         lines.append(

@@ -43,9 +43,9 @@ from keras_learndrop.backend import tf
 
 # Probe inputs per `fit`: drawn at most (and with `probe_size="auto"`,
 # kept for a training set of 8,192 samples or more). On 256 inputs a drift
-# is within about 5 % of the one on 512 (median; 13 % at the 90th
-# percentile), on 128 within 9 % (22 %), on 64 within 14 % (33 %):
-# `benchmarks/probe_size.py`, docs/results.md.
+# is within 5 % of the one on 512 (median; 13 % at the 90th percentile), on
+# 128 within 9 % (21-25 %), on 64 within 13-14 % (34 %), for ResNet-20 from
+# scratch and fine-tuned (`benchmarks/probe_size.py`, docs/results.md).
 DEFAULT_PROBE_SIZE = 256
 # `probe_size="auto"` keeps one probe input per this many training samples
 # of an epoch, within [MIN_AUTO_PROBE_SIZE, DEFAULT_PROBE_SIZE]: an

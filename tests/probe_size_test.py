@@ -78,6 +78,8 @@ class ProbeSizeTest(tf.test.TestCase):
         }
         found = probe_size.errors(row, near=0.05)
         self.assertAllClose(found[8], [0.002, 0.001])
+        relative = probe_size.errors(row, near=0.05, relative=True)
+        self.assertAllClose(relative[8], [0.2, 0.1])
 
     def test_a_gram_block_is_the_subsets_gram(self):
         # What the benchmark relies on: the drift of a subset is computed
