@@ -51,6 +51,14 @@ def define_flags():
         "sizes", ["32", "64", "128", "256"], "Probe sizes compared."
     )
     flags.DEFINE_integer("draws", 20, "Random subsets per size and epoch.")
+    flags.DEFINE_bool(
+        "time_cuts",
+        False,
+        "Instead of training: time an evaluation at each cut of the "
+        "untrained model, the first one there (with any tracing) and the "
+        "next (printed, not saved).",
+    )
+    flags.DEFINE_integer("probe_inputs", 125, "Probe inputs of --time_cuts.")
     flags.DEFINE_float(
         "near",
         0.05,
@@ -153,6 +161,25 @@ def measure(config, data, seeds, regime, results_path):
     return frontier.read_results([results_path])
 
 
+def time_cuts(model, probe):
+    """Seconds of the first and the next evaluation at each cut, in turn.
+
+    The stem grows one unit at a time, as a policy grows it: the first
+    evaluation at a new cut is what a growth costs the probe.
+    """
+    tracker = drift.DriftTracker(graph.UnitChain(model), probe)
+    rows = []
+    for cut in range(len(tracker.chain)):
+        start = time.perf_counter()
+        tracker.set_cut(cut)
+        tracker.measure()
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        tracker.measure()
+        rows.append((cut, first, time.perf_counter() - start))
+    return rows
+
+
 def errors(row, near, relative=False):
     """Per size: the errors where the reference drift is in `(0, near]`.
 
@@ -225,6 +252,13 @@ def main(argv):
     data = train.load_data(config)
     if not FLAGS.holdout:
         data = frontier.tuning_split(data, FLAGS.tune_train, FLAGS.tune_val)
+    if FLAGS.time_cuts:
+        model = train.build_model(config, data, total_steps=1)
+        probe = drift.draw_probe(data.x_val, FLAGS.probe_inputs, seed=0)
+        print("| cut | first evaluation (s) | next (s) |\n|---|---|---|")
+        for cut, first, then in time_cuts(model, probe):
+            print(f"| {cut} | {first:.3f} | {then:.3f} |")
+        return
     measure(
         config,
         data,

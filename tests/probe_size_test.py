@@ -9,6 +9,7 @@ from absl.testing import flagsaver
 
 from benchmarks import probe_size
 from keras_learndrop import drift
+from keras_learndrop.backend import keras
 from keras_learndrop.backend import tf
 
 FLAGS = flags.FLAGS
@@ -66,6 +67,21 @@ class ProbeSizeTest(tf.test.TestCase):
         table = probe_size.format_table([row], near=1.0)
         self.assertIn("| 8 |", table)
         self.assertIn("| 24 (reference) |", table)
+
+    def test_time_cuts_times_each_cut_in_turn(self):
+        model = keras.Sequential(
+            [
+                keras.Input((6, 6, 1)),
+                keras.layers.Conv2D(2, 3, name="a"),
+                keras.layers.Conv2D(2, 3, name="b"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2),
+            ]
+        )
+        probe = np.random.default_rng(0).random((10, 6, 6, 1))
+        rows = probe_size.time_cuts(model, probe)
+        self.assertEqual([cut for cut, _, _ in rows], [0, 1, 2])
+        self.assertTrue(all(a > 0 and b > 0 for _, a, b in rows))
 
     def test_errors_leave_out_drifts_above_near(self):
         row = {
