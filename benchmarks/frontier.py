@@ -258,6 +258,7 @@ def _row(regime, setting, seed, result, started):
             "modes": [e["mode"] for e in epochs],
             "scoring_seconds": [e["scoring_seconds"] for e in epochs],
             "drift_seconds": [e.get("drift_seconds", 0.0) for e in epochs],
+            "probe_size": [e.get("probe_size", 0) for e in epochs],
             "notes": report["notes"] if report else [],
             "evaluations": report["evaluations"] if report else [],
             "unit_flops": report["unit_flops"] if report else [],

@@ -149,6 +149,9 @@ class FrontierTest(tf.test.TestCase):
         )
         fixed = rows[1]
         self.assertEqual(fixed["modes"], ["full", "fill", "replay"])
+        # The probe: the 32 validation images there are (fewer than the
+        # 64 that `probe_size="auto"` keeps at least).
+        self.assertEqual(fixed["probe_size"], [32, 32, 32])
         self.assertLen(rows[2]["evaluations"], 3)
         self.assertEqual(rows[2]["frozen_after_epoch"], {})
 
