@@ -119,6 +119,25 @@ def define_flags():
             definer(name, default, help_text)
 
 
+def use_threads():
+    """Gives TensorFlow `--threads` intra- and inter-op threads (0: its own)."""
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+
+
+def config_and_data(**overrides):
+    """The `TrainConfig` of the flags and its data, the tuning split unless
+    `--holdout`; `overrides` are fields of the config."""
+    config = train_flags.config_from_flags(
+        output_dir="", verbose=0, **overrides
+    )
+    data = train.load_data(config)
+    if not FLAGS.holdout:
+        data = tuning_split(data, FLAGS.tune_train, FLAGS.tune_val)
+    return config, data
+
+
 def tuning_split(data, tune_train, tune_val):
     """Returns a dataset made only of `data`'s training samples.
 
@@ -516,15 +535,10 @@ def main(argv):
             raise app.UsageError(
                 f"--{name} does not apply to the frontier (use {instead})."
             )
-    if FLAGS.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    use_threads()
     for setting in FLAGS.setting:
         parse_setting(setting)  # Refuse a typo before hours of training.
-    config = train_flags.config_from_flags(output_dir="", verbose=0)
-    data = train.load_data(config)
-    if not FLAGS.holdout:
-        data = tuning_split(data, FLAGS.tune_train, FLAGS.tune_val)
+    config, data = config_and_data()
     rows = run(
         config,
         data,

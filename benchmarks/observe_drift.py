@@ -46,7 +46,6 @@ from matplotlib.figure import Figure
 
 from benchmarks import frontier
 from examples import train
-from examples import train_flags
 from keras_learndrop import drift
 from keras_learndrop import graph
 from keras_learndrop.backend import keras
@@ -316,21 +315,14 @@ def _nan(value):
 
 def main(argv):
     del argv
-    if FLAGS.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    frontier.use_threads()
     if FLAGS.report:
         rows = frontier.read_results(FLAGS.results)
         print(format_table(rows))
         if FLAGS.plot:
             plot(rows, FLAGS.plot)
         return
-    config = train_flags.config_from_flags(
-        learn_drop=True, output_dir="", verbose=0
-    )
-    data = train.load_data(config)
-    if not FLAGS.holdout:
-        data = frontier.tuning_split(data, FLAGS.tune_train, FLAGS.tune_val)
+    config, data = frontier.config_and_data(learn_drop=True)
     observe(
         config,
         data,

@@ -30,11 +30,9 @@ from absl import flags
 
 from benchmarks import frontier
 from examples import train
-from examples import train_flags
 from keras_learndrop import drift
 from keras_learndrop import graph
 from keras_learndrop.backend import keras
-from keras_learndrop.backend import tf
 
 FLAGS = flags.FLAGS
 
@@ -240,18 +238,11 @@ def format_table(rows, near=0.05):
 
 def main(argv):
     del argv
-    if FLAGS.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    frontier.use_threads()
     if FLAGS.report:
         print(format_table(frontier.read_results(FLAGS.results), FLAGS.near))
         return
-    config = train_flags.config_from_flags(
-        learn_drop=False, output_dir="", verbose=0
-    )
-    data = train.load_data(config)
-    if not FLAGS.holdout:
-        data = frontier.tuning_split(data, FLAGS.tune_train, FLAGS.tune_val)
+    config, data = frontier.config_and_data(learn_drop=False)
     if FLAGS.time_cuts:
         model = train.build_model(config, data, total_steps=1)
         probe = drift.draw_probe(data.x_val, FLAGS.probe_inputs, seed=0)

@@ -269,6 +269,7 @@ run() {
              --regime=resnet20-holdout --holdout --max_train=4000 \
              --max_val=2000 --setting=default --seeds="${SEEDS:-0,1,2,3}" \
              --results="$V08/holdout_resnet20.jsonl" ;;
+    # Not run yet (docs/results.md, "Not run in 0.8").
     v08-finetune) pretrain
       frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
              --epochs=15 --learning_rate=0.01 --regime=finetune \

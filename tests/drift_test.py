@@ -1,5 +1,6 @@
 """Tests of the drift of units' features on the probe set (`drift`)."""
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -432,19 +433,10 @@ class LearnDropDriftTest(parameterized.TestCase, tf.test.TestCase):
         # kept after the first epoch, measured as a probe of those 68.
         model = tiny_models.compile_model(tiny_models.conv_net())
         x, y = tiny_models.data(2200)
-        sizes = []
-        original = drift.DriftTracker.measure
-
-        def spy(tracker):
-            sizes.append(len(tracker.probe))
-            return original(tracker)
-
         callback = keras_learndrop.LearnDrop(
             policy=keras_learndrop.FixedSchedule({})
         )
-        with tf.compat.v1.test.mock.patch.object(
-            drift.DriftTracker, "measure", spy
-        ):
+        with _probe_sizes() as sizes:
             model.fit(
                 x,
                 y,
@@ -470,19 +462,10 @@ class LearnDropDriftTest(parameterized.TestCase, tf.test.TestCase):
         )
 
     def test_a_probe_size_given_is_kept(self):
-        sizes = []
-        original = drift.DriftTracker.measure
-
-        def spy(tracker):
-            sizes.append(len(tracker.probe))
-            return original(tracker)
-
         callback = keras_learndrop.LearnDrop(
             policy=keras_learndrop.FixedSchedule({}), probe_size=40
         )
-        with tf.compat.v1.test.mock.patch.object(
-            drift.DriftTracker, "measure", spy
-        ):
+        with _probe_sizes() as sizes:
             self._fit(callback)
         self.assertEqual(sizes, [40] * 4)
         self.assertEqual(
@@ -498,6 +481,22 @@ class LearnDropDriftTest(parameterized.TestCase, tf.test.TestCase):
     def test_bad_probe_sizes_are_refused(self, value, error, message):
         with self.assertRaisesRegex(error, message):
             keras_learndrop.LearnDrop(probe_size=value)
+
+
+@contextlib.contextmanager
+def _probe_sizes():
+    """Yields the list of the probe's size at each `DriftTracker.measure`."""
+    sizes = []
+    original = drift.DriftTracker.measure
+
+    def spy(tracker):
+        sizes.append(len(tracker.probe))
+        return original(tracker)
+
+    with tf.compat.v1.test.mock.patch.object(
+        drift.DriftTracker, "measure", spy
+    ):
+        yield sizes
 
 
 if __name__ == "__main__":
