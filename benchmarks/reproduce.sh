@@ -8,7 +8,7 @@
 # transfer-learning v06-observe v06-observe-report v06-resnet20
 # v06-finetune v06-vgg11 v06-open v06-report v07-finetune v07-finetune-b
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
-# v07-report v08-own-drift v08-probe-size v08-holdout-resnet20 v08-finetune
+# v07-report v08-own-drift v08-probe-size v08-overhead v08-holdout-resnet20 v08-finetune
 # v08-holdout-dropout v08-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
@@ -260,6 +260,11 @@ run() {
     v08-own-drift) taskset -c "${CORE:-0}" python -m benchmarks.observe_drift \
              "${FRONTIER[@]}" --seeds=0 --model=resnet20 --epochs=30 \
              --regime=resnet20 --results="$V08/observe_own_drift.jsonl" ;;
+    # LearnDrop's cost in full epochs: baseline and a LearnDrop that never
+    # freezes (`observe`), in turn, 4 epochs each, 3 seeds.
+    v08-overhead) frontier --model=resnet20 --epochs=4 --regime=overhead \
+             --setting=observe --seeds="${SEEDS:-0,1,2}" \
+             --results="$V08/overhead.jsonl" ;;
     v08-probe-size)
       probe_size --model=resnet20 --epochs=12 --regime=resnet20
       pretrain
