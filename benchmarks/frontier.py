@@ -248,12 +248,15 @@ def run(config, data, settings, seeds, regime, results_path, baseline=True):
             row = _row(regime, setting, seed, result, started)
             logging.info("%s", _row_line(row))
             print(_row_line(row), flush=True)
-            os.makedirs(
-                os.path.dirname(os.path.abspath(results_path)), exist_ok=True
-            )
-            with open(results_path, "a") as file:
-                file.write(json.dumps(row) + "\n")
+            append_result(results_path, row)
     return read_results([results_path])
+
+
+def append_result(results_path, row):
+    """Appends `row` to the JSON-lines file `results_path` (made if new)."""
+    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
+    with open(results_path, "a") as file:
+        file.write(json.dumps(row) + "\n")
 
 
 def _row(regime, setting, seed, result, started):

@@ -32,8 +32,6 @@ Example (see benchmarks/reproduce.sh for those of docs/results.md):
 """
 
 import collections
-import json
-import os
 import time
 
 import numpy as np
@@ -210,11 +208,7 @@ def observe(config, data, seeds, regime, results_path, lag):
         )
         logging.info("%s", line)
         print(line, flush=True)
-        os.makedirs(
-            os.path.dirname(os.path.abspath(results_path)), exist_ok=True
-        )
-        with open(results_path, "a") as file:
-            file.write(json.dumps(row) + "\n")
+        frontier.append_result(results_path, row)
     return frontier.read_results([results_path])
 
 

@@ -20,8 +20,6 @@ Example (see benchmarks/reproduce.sh for those of docs/results.md):
     python -m benchmarks.probe_size --report --results=outputs/probe_size.jsonl
 """
 
-import json
-import os
 import time
 
 import numpy as np
@@ -150,11 +148,7 @@ def measure(config, data, seeds, regime, results_path):
                 "config": result["config"],
             }
         )
-        os.makedirs(
-            os.path.dirname(os.path.abspath(results_path)), exist_ok=True
-        )
-        with open(results_path, "a") as file:
-            file.write(json.dumps(row) + "\n")
+        frontier.append_result(results_path, row)
         print(format_table([row]), flush=True)
     return frontier.read_results([results_path])
 

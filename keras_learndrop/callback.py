@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 
-from keras_learndrop import drift
 from keras_learndrop import features
 from keras_learndrop import flops
 from keras_learndrop import freezing
@@ -325,11 +324,7 @@ class LearnDrop(keras.callbacks.Callback):
             model,
             self._chain,
             self._policy,
-            (
-                drift.DEFAULT_PROBE_SIZE
-                if self.probe_size == "auto"
-                else self.probe_size
-            ),
+            self.probe_size,
             self._run_seed,
             self.history,
         )
@@ -440,8 +435,7 @@ class LearnDrop(keras.callbacks.Callback):
             self._training.nbytes,
         )
         self.history.epochs.append(record)
-        if self.probe_size == "auto":
-            self._observer.fit_probe(function.samples)
+        self._observer.fit_probe(function.samples)
         if (epoch + 1) % self.eval_every == 0:
             self._evaluate(epoch, logs)
         record.scoring_seconds = self._observer.scoring_seconds

@@ -28,7 +28,10 @@ class UnitObserver:
         chain: Its `graph.UnitChain`.
         policy: The `FreezePolicy` (for its `samples_per_epoch` and whether
             it needs the drift).
-        probe_size: Integer. Probe inputs of the drift (0: none).
+        probe_size: `"auto"` or an integer: `LearnDrop`'s `probe_size`.
+            `"auto"` draws `drift.DEFAULT_PROBE_SIZE` inputs, of which
+            `fit_probe` keeps as many as the training set calls for; 0
+            measures no drift.
         seed: Integer. Seed of the probe set's draw.
         history: The `LearnDropHistory` that gets the notes.
 
@@ -52,7 +55,9 @@ class UnitObserver:
         self.scoring_seconds = 0.0
         self.drift_seconds = 0.0
         self._sample_every = 0
-        self._probe_fitted = False
+        # With probe_size="auto", the first epoch that counts its samples
+        # sizes the probe set.
+        self._probe_to_fit = probe_size == "auto"
 
     def _start_drift(self, model, probe_size, seed):
         """Draws this fit's probe set; returns its `DriftTracker` or None.
@@ -62,6 +67,8 @@ class UnitObserver:
         """
         if not probe_size:
             return None
+        if probe_size == "auto":
+            probe_size = drift.DEFAULT_PROBE_SIZE
         for data in keras_internals.fit_data(model):
             probe = drift.draw_probe(
                 data,
@@ -115,13 +122,14 @@ class UnitObserver:
     def fit_probe(self, train_samples):
         """Keeps `drift.auto_probe_size(train_samples)` probe inputs.
 
-        Called at the end of each epoch of a `fit` with `probe_size="auto"`;
-        only the first call with samples counts (a resumed `fit` restores
-        the probe set it had, which this then leaves as it is).
+        Called at the end of each epoch; only with `probe_size="auto"`
+        and only at the first call with samples does it act (a resumed
+        `fit` restores the probe set it had, which this then leaves as it
+        is).
         """
-        if self._probe_fitted or self.drift is None or not train_samples:
+        if not self._probe_to_fit or self.drift is None or not train_samples:
             return
-        self._probe_fitted = True
+        self._probe_to_fit = False
         self.drift.keep_first(drift.auto_probe_size(train_samples))
 
     @property
