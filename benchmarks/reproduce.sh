@@ -8,7 +8,8 @@
 # transfer-learning v06-observe v06-observe-report v06-resnet20
 # v06-finetune v06-vgg11 v06-open v06-report v07-finetune v07-finetune-b
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
-# v07-report v08-own-drift v08-probe-size v08-overhead v08-holdout-resnet20 v08-finetune
+# v07-report v08-own-drift v08-probe-size v08-overhead v08-overhead-rerun
+# v08-holdout-resnet20 v08-finetune
 # v08-holdout-dropout v08-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
@@ -265,6 +266,11 @@ run() {
     v08-overhead) frontier --model=resnet20 --epochs=4 --regime=overhead \
              --setting=observe --seeds="${SEEDS:-0,1,2}" \
              --results="$V08/overhead.jsonl" ;;
+    # The same, run again later: the first did not reproduce (the
+    # machine's speed drifts over minutes; docs/results.md).
+    v08-overhead-rerun) frontier --model=resnet20 --epochs=4 \
+             --regime=overhead --setting=observe --seeds="${SEEDS:-0,1,2}" \
+             --results="$V08/overhead_rerun.jsonl" ;;
     v08-probe-size)
       probe_size --model=resnet20 --epochs=12 --regime=resnet20
       pretrain
