@@ -36,6 +36,8 @@ do not change, so `DriftTracker` keeps those and runs only the head over
 them: an evaluation costs one inference pass of the head over `n` inputs.
 """
 
+import functools
+
 import numpy as np
 
 from keras_learndrop.backend import keras
@@ -418,14 +420,20 @@ class DriftTracker:
         """Returns unit `unit`'s output on `x` and its pooled features."""
         function = self._unit_functions[unit]
         if function is None:
-
-            def run(x):
-                y = self.chain.forward(x, unit, unit + 1, training=False)
-                return y, pooled_features(y, self.grid)
-
-            function = tf.function(run, autograph=False, reduce_retracing=True)
+            # A `partial` per unit, not a closure: TensorFlow counts the
+            # traces of every function made from one code object together,
+            # and warns of "retracing" when the units trace in a row.
+            function = tf.function(
+                functools.partial(self._unit_output, unit),
+                autograph=False,
+                reduce_retracing=True,
+            )
             self._unit_functions[unit] = function
         return function(x)
+
+    def _unit_output(self, unit, x):
+        y = self.chain.forward(x, unit, unit + 1, training=False)
+        return y, pooled_features(y, self.grid)
 
     def measure(self):
         """Returns each unit's drift since the last call; keeps the Grams.

@@ -1,10 +1,15 @@
 """Tests of the drift of units' features on the probe set (`drift`)."""
 
 import contextlib
+import logging
 import warnings
+from unittest import mock
 
 import numpy as np
 from absl.testing import parameterized
+from tensorflow.python.eager.polymorphic_function import (
+    polymorphic_function as tf_function_internals,
+)
 
 import keras_learndrop
 from keras_learndrop import drift
@@ -250,6 +255,36 @@ class DriftTrackerTest(parameterized.TestCase, tf.test.TestCase):
         # Unchanged weights: no drift though the augmentation draws anew.
         tracker.measure()
         self.assertAllClose(tracker.measure(), [0.0, 0.0], atol=1e-9)
+
+    def test_tracing_each_unit_once_does_not_warn_of_retracing(self):
+        # Each unit's function is traced once, the first time in a row:
+        # TensorFlow warns of "retracing" when the functions of five calls
+        # in a row trace and share one Python code object (one closure).
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((3,))] + [keras.layers.Dense(3) for _ in range(8)]
+        )
+        tracker = drift.DriftTracker(
+            graph.UnitChain(model), np.ones((8, 3)), grid=None
+        )
+        messages = []
+        handler = logging.Handler()
+        handler.emit = lambda record: messages.append(record.getMessage())
+        logger = tf.get_logger()
+        logger.addHandler(handler)
+        # A fresh detector: TensorFlow warns at most five times a process.
+        fresh = tf_function_internals._FrequentTracingDetectorManager()
+        try:
+            with mock.patch.object(
+                tf_function_internals,
+                "_frequent_tracing_detector_manager",
+                fresh,
+            ):
+                tracker.measure()
+        finally:
+            logger.removeHandler(handler)
+        self.assertLen(tracker._unit_functions, 8)
+        self.assertEmpty([m for m in messages if "retracing" in m])
 
     def test_drift_from_a_cut_equals_drift_from_the_inputs(self):
         model = tiny_models.conv_net()
