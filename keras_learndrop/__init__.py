@@ -19,7 +19,7 @@ from keras_learndrop.policy import Observation
 from keras_learndrop.policy import ScheduleOrDrift
 from keras_learndrop.report import LearnDropHistory
 
-__version__ = "0.8.0"
+__version__ = "0.8.1"
 
 __all__ = [
     "AutoFreezeRule",
