@@ -9,8 +9,8 @@
 # v06-finetune v06-vgg11 v06-open v06-report v07-finetune v07-finetune-b
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
 # v07-report v08-own-drift v08-probe-size v08-overhead v08-overhead-rerun
-# v08-holdout-resnet20 v08-finetune
-# v08-holdout-dropout v08-holdout-vgg11 v08-report growth resnet20 vgg11
+# v08-holdout-resnet20 v08-finetune v08-holdout-dropout v08-holdout-vgg11
+# v08-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
 # is LearnDrop's default of the version that runs it:
@@ -56,6 +56,12 @@ V08="$RESULTS/0.8"
 probe_size() {
   taskset -c "${CORE:-0}" python -m benchmarks.probe_size "${FRONTIER[@]}" \
     --seeds=0 --results="$V08/probe_size.jsonl" "$@"
+}
+# LearnDrop's cost in full epochs: the baseline and a LearnDrop that never
+# freezes (`observe`), in turn, 4 epochs each, 3 seeds; results to "$1".
+overhead() {
+  frontier --model=resnet20 --epochs=4 --regime=overhead --setting=observe \
+    --seeds="${SEEDS:-0,1,2}" --results="$1"
 }
 # Version 0.6: each unit's drift on the probe set (benchmarks/observe_drift.py).
 V06="$RESULTS/0.6"
@@ -261,16 +267,10 @@ run() {
     v08-own-drift) taskset -c "${CORE:-0}" python -m benchmarks.observe_drift \
              "${FRONTIER[@]}" --seeds=0 --model=resnet20 --epochs=30 \
              --regime=resnet20 --results="$V08/observe_own_drift.jsonl" ;;
-    # LearnDrop's cost in full epochs: baseline and a LearnDrop that never
-    # freezes (`observe`), in turn, 4 epochs each, 3 seeds.
-    v08-overhead) frontier --model=resnet20 --epochs=4 --regime=overhead \
-             --setting=observe --seeds="${SEEDS:-0,1,2}" \
-             --results="$V08/overhead.jsonl" ;;
+    v08-overhead) overhead "$V08/overhead.jsonl" ;;
     # The same, run again later: the first did not reproduce (the
     # machine's speed drifts over minutes; docs/results.md).
-    v08-overhead-rerun) frontier --model=resnet20 --epochs=4 \
-             --regime=overhead --setting=observe --seeds="${SEEDS:-0,1,2}" \
-             --results="$V08/overhead_rerun.jsonl" ;;
+    v08-overhead-rerun) overhead "$V08/overhead_rerun.jsonl" ;;
     v08-probe-size)
       probe_size --model=resnet20 --epochs=12 --regime=resnet20
       pretrain
@@ -280,7 +280,8 @@ run() {
              --regime=resnet20-holdout --holdout --max_train=4000 \
              --max_val=2000 --setting=default --seeds="${SEEDS:-0,1,2,3}" \
              --results="$V08/holdout_resnet20.jsonl" ;;
-    # Not run yet (docs/results.md, "Not run in 0.8").
+    # Not run yet: the default's decisions there come from the scores,
+    # which the probe's size does not change (docs/results.md).
     v08-finetune) pretrain
       frontier --model=resnet20 --classes=5-9 --init_weights="$PRETRAINED" \
              --epochs=15 --learning_rate=0.01 --regime=finetune \
