@@ -10,7 +10,7 @@
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
 # v07-report v08-own-drift v08-probe-size v08-overhead v08-overhead-rerun
 # v08-holdout-resnet20 v08-finetune v08-holdout-dropout v08-holdout-vgg11
-# v08-report growth resnet20 vgg11
+# v08-holdout-open v08-holdout-augment v08-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
 # is LearnDrop's default of the version that runs it:
@@ -296,6 +296,19 @@ run() {
              --regime=vgg11-holdout --holdout --max_train=4000 \
              --max_val=2000 --setting=default --seeds="${SEEDS:-0,1,2,3}" \
              --results="$V08/holdout_vgg11.jsonl" ;;
+    # The default in the regimes it does not freeze in (or hardly) on the
+    # tuning split: open-ended and with augmentation, on held-out images.
+    v08-holdout-open) frontier --model=resnet20 --epochs=60 \
+             --regime=open-ended-holdout --holdout --max_train=4000 \
+             --max_val=2000 --optimizer=adam --learning_rate=0.001 \
+             --weight_decay=0 --batch_size=32 --lr_schedule=constant \
+             --reduce_lr_patience=2 --early_stopping_patience=6 \
+             --setting=default --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V08/holdout_open.jsonl" ;;
+    v08-holdout-augment) frontier --model=resnet20 --epochs=30 --augment \
+             --regime=resnet20-augment-holdout --holdout --max_train=4000 \
+             --max_val=2000 --setting=default --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V08/holdout_augment.jsonl" ;;
     v08-report) python -m benchmarks.frontier --report \
              --results="$(ls "$V08"/*.jsonl | grep -v probe_size | paste -sd,)" \
              --plot="$V08/frontier.png"
