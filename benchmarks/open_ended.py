@@ -18,13 +18,14 @@ mean rate is the mean of the rates of its epoch and the one before, and
 until its first freeze a LearnDrop run trains as the baseline does. The
 costs are the baseline's own epoch seconds up to the freeze, then one fill
 epoch and replay epochs at the ratios to a full epoch measured in the
-LearnDrop runs of the files (median over the epochs that replayed the
-largest stem measured).
+LearnDrop runs of the files, or of `--costs` (median over the epochs that
+replayed the largest stem measured).
 
 Example:
 
     python -m benchmarks.open_ended \
-        --results=benchmarks/results/0.8/holdout_open.jsonl
+        --results=benchmarks/results/0.8/holdout_open.jsonl \
+        --costs=benchmarks/results/0.7/frontier_open.jsonl
 """
 
 import numpy as np
@@ -40,6 +41,13 @@ def define_flags():
     if "results" not in FLAGS:
         flags.DEFINE_list(
             "results", [], "Result files of benchmarks/frontier.py."
+        )
+    if "costs" not in FLAGS:
+        flags.DEFINE_list(
+            "costs",
+            [],
+            "Result files whose LearnDrop runs give the fill and replay "
+            "costs (default: each of --results its own).",
         )
 
 
@@ -107,8 +115,12 @@ def freeze_cost(seconds, after, fill, replay):
     return float(seconds[:after].sum() + fill * full + rest * replay * full)
 
 
-def report(rows):
-    """Returns the table's lines for every open-ended regime in `rows`."""
+def report(rows, cost_rows=None):
+    """Returns the table's lines for every open-ended regime in `rows`.
+
+    The fill and replay costs come from the LearnDrop runs of `cost_rows`
+    (those of each regime in `rows` when `None`).
+    """
     lines = []
     regimes = sorted(
         {
@@ -119,7 +131,7 @@ def report(rows):
     )
     for regime in regimes:
         mine = [r for r in rows if r["regime"] == regime]
-        ratios = cost_ratios(mine)
+        ratios = cost_ratios(mine if cost_rows is None else cost_rows)
         if ratios is None:
             lines.append(f"{regime}: no LearnDrop run filled and replayed")
             continue
@@ -181,9 +193,10 @@ def report(rows):
 
 def main(argv):
     del argv
+    cost_rows = frontier.read_results(FLAGS.costs) if FLAGS.costs else None
     for path in FLAGS.results:
         print(f"# {path}\n")
-        print("\n".join(report(frontier.read_results([path]))))
+        print("\n".join(report(frontier.read_results([path]), cost_rows)))
 
 
 if __name__ == "__main__":

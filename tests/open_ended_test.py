@@ -115,3 +115,35 @@ class OpenEndedTest(tf.test.TestCase):
             "| 59.0 s, 1.19x |",
             text,
         )
+
+    def test_costs_may_come_from_other_runs(self):
+        rows = [
+            _row(frontier.BASELINE, 0, [20, 10, 10, 10, 10, 10]),
+            _row(
+                "default",
+                0,
+                [20, 10, 10, 10, 10, 10],
+                modes=["full"] * 6,
+                rates=[1.0, 0.5, 0.5, 0.25, 0.25, 0.1],
+            ),
+        ]
+        costs = [
+            _row(
+                "aggressive",
+                1,
+                [20, 10, 10, 10, 1, 1],
+                modes=["full"] * 3 + ["fill", "replay", "replay"],
+                frozen={"a": 3, "b": 4},
+            )
+        ]
+        self.assertEqual(
+            open_ended.report(rows),
+            ["open: no LearnDrop run filled and replayed"],
+        )
+        lines = open_ended.report(rows, cost_rows=costs)
+        # Fill 10 s and a replay of both units 1 s, against full epochs of
+        # 10 s; the run that never froze gives every cut (1, 3 and 5).
+        self.assertIn(
+            "fill 1.00, replay of 2 units 0.10 of a full epoch", lines[0]
+        )
+        self.assertIn("| 0 | 6 | 3 | 1, 3, 5 |", lines[4])
