@@ -6,11 +6,12 @@ end it, not `epochs`) keeps the weights of its best epoch and runs
 `early_stopping_patience` epochs after it. For each seed of such a regime in
 the result files of `benchmarks/frontier.py`, this prints the epochs the
 baseline ran, its best epoch, the epochs after which `ReduceLROnPlateau` cut
-the rate, the validation accuracy just before the first cut and at the
-best, and what the run would have cost had the stem frozen after the best
-epoch (no rule can know that epoch while the run goes on: a bound) and
-after the second cut (the first point at which a cut has been seen not to
-help, if none has since the best).
+the rate (up to the first freeze of the seed's LearnDrop run), the
+validation accuracy of the epoch after which it first cut and of the best,
+and what the run would have cost had the stem frozen after the best epoch
+(no rule can know that epoch while the run goes on: a bound) and after the
+second cut (the first point at which a cut has been seen not to help, if
+none has since the best).
 
 The rates come from the seed's LearnDrop run: `LearnDrop` samples the rate
 at every epoch end before `ReduceLROnPlateau` cuts it, so an evaluation's
@@ -140,7 +141,7 @@ def report(rows, cost_rows=None):
             f"## {regime}: fill {fill:.2f}, replay of {largest} units "
             f"{replay:.2f} of a full epoch",
             "",
-            "| seed | epochs | best | rate cut after | val before the first "
+            "| seed | epochs | best | rate cut after | val at the first "
             "cut, at the best | baseline | freeze after the best | after the "
             "second cut |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -10,7 +10,7 @@
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
 # v07-report v08-own-drift v08-probe-size v08-overhead v08-overhead-rerun
 # v08-holdout-resnet20 v08-finetune v08-holdout-dropout v08-holdout-vgg11
-# v08-holdout-open v08-holdout-augment v08-report growth resnet20 vgg11
+# v08-holdout-open v08-holdout-augment v08-open-analysis v08-report growth resnet20 vgg11
 # mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
 # is LearnDrop's default of the version that runs it:
@@ -309,6 +309,12 @@ run() {
              --regime=resnet20-augment-holdout --holdout --max_train=4000 \
              --max_val=2000 --setting=default --seeds="${SEEDS:-0,1,2,3}" \
              --results="$V08/holdout_augment.jsonl" ;;
+    # What a freeze could gain in those open-ended runs (after the best
+    # epoch, after the second rate cut), with the fill and replay costs of
+    # 0.7's open-ended runs, which froze the whole stem.
+    v08-open-analysis) python -m benchmarks.open_ended \
+             --results="$V08/holdout_open.jsonl,$V06/frontier_open.jsonl" \
+             --costs="$V07/frontier_open.jsonl" ;;
     v08-report) python -m benchmarks.frontier --report \
              --results="$(ls "$V08"/*.jsonl | grep -v probe_size | paste -sd,)" \
              --plot="$V08/frontier.png"
