@@ -131,6 +131,21 @@ class FrontierTest(tf.test.TestCase):
             frontier.format_noise(summary),
         )
 
+    def test_same_epochs_compare_the_epochs_before_the_first_freeze(self):
+        base = {"epoch_seconds": [9.0, 4.0, 4.0, 4.0, 4.0]}
+        # Epochs 2 and 3 ran Keras's step in both; the run froze after 3.
+        run = {
+            "epoch_seconds": [9.0, 5.0, 5.0, 1.0, 1.0],
+            "frozen_after_epoch": {"conv": 3, "block": 4},
+        }
+        self.assertAllClose(frontier.same_epochs_ratio(run, base), 0.8)
+        # Never froze: every epoch but the first, as far as both ran
+        # (`EarlyStopping` may end them at different epochs).
+        run = {"epoch_seconds": [9.0, 2.0, 2.0], "frozen_after_epoch": {}}
+        self.assertAllClose(frontier.same_epochs_ratio(run, base), 2.0)
+        run = {"epoch_seconds": [9.0, 1.0], "frozen_after_epoch": {"c": 1}}
+        self.assertIsNone(frontier.same_epochs_ratio(run, base))
+
     def test_runs_resume_and_report_pairs_with_the_baseline(self):
         results = os.path.join(self.get_temp_dir(), "tiny.jsonl")
         plot = os.path.join(self.get_temp_dir(), "frontier.png")
@@ -168,6 +183,8 @@ class FrontierTest(tf.test.TestCase):
         with flagsaver.flagsaver(report=True, results=[results], plot=plot):
             frontier.main(["frontier.py"])
         self.assertEqual(image.imread(plot).ndim, 3)
+        # It froze after the first epoch: no epoch ran alike in both.
+        self.assertIsNone(summary["same_epochs"])
         self.assertIn(
             "| tiny | fixed:1:2 | 1 |", frontier.format_table([summary])
         )
