@@ -10,8 +10,8 @@
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
 # v07-report v08-own-drift v08-probe-size v08-overhead v08-overhead-rerun
 # v08-holdout-resnet20 v08-finetune v08-holdout-dropout v08-holdout-vgg11
-# v08-holdout-open v08-holdout-augment v08-open-analysis v08-report growth resnet20 vgg11
-# mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
+# v08-holdout-open v08-holdout-augment v08-open-analysis v08-report growth
+# growth-batch32 resnet20 vgg11 mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
 # is LearnDrop's default of the version that runs it:
 # `LearnDropScores.default()` (also
@@ -354,6 +354,14 @@ run() {
              --max_val=2000 --batch_size=128 --epochs=9 --policy=fixed \
              --schedule=3:1,4:2,5:3,6:5,7:8 --verbose=0 \
              --output_dir=outputs/growth ;;
+    # The same at batch 32 (the open-ended regime's): a fill, then the
+    # first and later replays at one cut and at the next.
+    growth-batch32) TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
+             taskset -c 0 python -m examples.train --model=resnet20 \
+             --width=0.5 --dataset=shared:cifar10 --image_size=32 \
+             --max_train=4000 --max_val=2000 --batch_size=32 --epochs=10 \
+             --policy=fixed --schedule=3:1,6:2 --verbose=0 \
+             --output_dir=outputs/growth32 ;;
     resnet20) python -m examples.compare --model=resnet20 --width=1.0 \
              "${CIFAR[@]}" --epochs=10 --output_dir=outputs/resnet20 ;;
     vgg11) python -m examples.compare --model=vgg11 --width=0.5 \
