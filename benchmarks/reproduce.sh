@@ -10,8 +10,9 @@
 # v07-finetune-holdout v07-open v07-open-b v07-dropout v07-resnet50
 # v07-report v08-own-drift v08-probe-size v08-overhead v08-overhead-rerun
 # v08-holdout-resnet20 v08-finetune v08-holdout-dropout v08-holdout-vgg11
-# v08-holdout-open v08-holdout-augment v08-open-analysis v08-report growth
-# growth-batch32 resnet20 vgg11 mnist replay jit deep). Results go to outputs/<name>/; the frontier's runs to
+# v08-holdout-open v08-holdout-augment v08-holdout-resnet50
+# v08-open-analysis v08-report growth growth-batch32 resnet20 vgg11 mnist
+# replay jit deep). Results go to outputs/<name>/; the frontier's runs to
 # benchmarks/results/ (resumed where a run stopped). The setting `default`
 # is LearnDrop's default of the version that runs it:
 # `LearnDropScores.default()` (also
@@ -309,6 +310,13 @@ run() {
              --regime=resnet20-augment-holdout --holdout --max_train=4000 \
              --max_val=2000 --setting=default --seeds="${SEEDS:-0,1,2,3}" \
              --results="$V08/holdout_augment.jsonl" ;;
+    # keras.applications.ResNet50 as in v07-resnet50, on held-out images.
+    v08-holdout-resnet50) frontier --model=resnet50 --width=1.0 \
+             --holdout --max_train=2000 --max_val=1000 --batch_size=32 \
+             --optimizer=adam --learning_rate=0.001 --weight_decay=0 \
+             --epochs=12 --regime=resnet50-holdout --setting=default \
+             --seeds="${SEEDS:-0,1,2,3}" \
+             --results="$V08/holdout_resnet50.jsonl" ;;
     # What a freeze could gain in those open-ended runs (after the best
     # epoch, after the second rate cut), with the fill and replay costs of
     # 0.7's open-ended runs, which froze the whole stem.
