@@ -341,11 +341,7 @@ def summarize(rows):
             for (reg, _), b in baselines.items()
             if reg == regime
         ]
-        first = [
-            min(r["frozen_after_epoch"].values())
-            for r, _ in pairs
-            if r["frozen_after_epoch"]
-        ]
+        first = [first_freeze(r) for r, _ in pairs if r["frozen_after_epoch"]]
         same = [same_epochs_ratio(r, b) for r, b in pairs]
         same = [ratio for ratio in same if ratio is not None]
         summary.append(
@@ -378,6 +374,11 @@ def summarize(rows):
     return summary
 
 
+def first_freeze(run):
+    """The epoch (from 1) after which `run` first froze; `inf` if never."""
+    return min(run["frozen_after_epoch"].values(), default=math.inf)
+
+
 def same_epochs_ratio(run, base):
     """The baseline's time over the run's, on epochs both ran alike.
 
@@ -395,7 +396,7 @@ def same_epochs_ratio(run, base):
     0.8
     """
     epochs = min(
-        min(run["frozen_after_epoch"].values(), default=math.inf),
+        first_freeze(run),
         len(run["epoch_seconds"]),
         len(base["epoch_seconds"]),
     )

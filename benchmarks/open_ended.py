@@ -76,9 +76,9 @@ def stem_sizes(row):
     return [sum(f < e for f in frozen) for e in range(1, row["epochs_run"] + 1)]
 
 
-def stem_first(row):
-    """The epoch (from 1) after which a run first froze; inf if never."""
-    return min(row["frozen_after_epoch"].values(), default=np.inf)
+def _epochs_as_baseline(row):
+    """Epochs a LearnDrop run trained as its baseline: to its first freeze."""
+    return min(frontier.first_freeze(row), row["epochs_run"])
 
 
 def cost_ratios(rows):
@@ -160,8 +160,8 @@ def report(rows, cost_rows=None):
                 continue
             # The LearnDrop run that froze last trained as the baseline
             # longest; its rates are the baseline's up to its first freeze.
-            run = max(runs, key=lambda r: min(stem_first(r), r["epochs_run"]))
-            known = min(stem_first(run), run["epochs_run"])
+            run = max(runs, key=_epochs_as_baseline)
+            known = _epochs_as_baseline(run)
             cut = [
                 c for c in cuts(epoch_rates(run["evaluations"])) if c <= known
             ]
