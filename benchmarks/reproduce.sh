@@ -64,6 +64,15 @@ overhead() {
   frontier --model=resnet20 --epochs=4 --regime=overhead --setting=observe \
     --seeds="${SEEDS:-0,1,2}" --results="$1"
 }
+# What a growth of the stem costs: ResNet-20 at half width on 4,000 images
+# trained with a fixed freeze plan, one core, one thread; the epochs'
+# seconds are in its output.
+growth_plan() {
+  TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 taskset -c "${CORE:-0}" \
+    python -m examples.train --model=resnet20 --width=0.5 \
+    --dataset=shared:cifar10 --image_size=32 --max_train=4000 \
+    --max_val=2000 --policy=fixed --verbose=0 "$@"
+}
 # Version 0.6: each unit's drift on the probe set (benchmarks/observe_drift.py).
 V06="$RESULTS/0.6"
 DRIFT=(--setting=drift:threshold=0.02 --setting=drift:threshold=0.05
@@ -354,22 +363,13 @@ run() {
     frontier-report) python -m benchmarks.frontier --report \
              --results="$(ls "$RESULTS"/frontier_*.jsonl | paste -sd,)" \
              --plot="$RESULTS/frontier.png" ;;
-    # What a growth of the stem costs: a fixed plan that grows it four
-    # times; the epochs' seconds, on one core with one thread.
-    growth) TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 taskset -c 0 \
-             python -m examples.train --model=resnet20 --width=0.5 \
-             --dataset=shared:cifar10 --image_size=32 --max_train=4000 \
-             --max_val=2000 --batch_size=128 --epochs=9 --policy=fixed \
-             --schedule=3:1,4:2,5:3,6:5,7:8 --verbose=0 \
-             --output_dir=outputs/growth ;;
-    # The same at batch 32 (the open-ended regime's): a fill, then the
-    # first and later replays at one cut and at the next.
-    growth-batch32) TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
-             taskset -c 0 python -m examples.train --model=resnet20 \
-             --width=0.5 --dataset=shared:cifar10 --image_size=32 \
-             --max_train=4000 --max_val=2000 --batch_size=32 --epochs=10 \
-             --policy=fixed --schedule=3:1,6:2 --verbose=0 \
-             --output_dir=outputs/growth32 ;;
+    # A plan that grows the stem four times.
+    growth) growth_plan --batch_size=128 --epochs=9 \
+             --schedule=3:1,4:2,5:3,6:5,7:8 --output_dir=outputs/growth ;;
+    # At batch 32 (the open-ended regime's): a fill, then the first and
+    # later replays at one cut and at the next.
+    growth-batch32) growth_plan --batch_size=32 --epochs=10 \
+             --schedule=3:1,6:2 --output_dir=outputs/growth32 ;;
     resnet20) python -m examples.compare --model=resnet20 --width=1.0 \
              "${CIFAR[@]}" --epochs=10 --output_dir=outputs/resnet20 ;;
     vgg11) python -m examples.compare --model=vgg11 --width=0.5 \
